@@ -1,0 +1,1 @@
+"""The `cbdc` operator CLI: run, demo, audit and benchmark the system."""

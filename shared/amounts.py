@@ -6,7 +6,11 @@ an amount survives every hop unchanged.
 """
 from __future__ import annotations
 
+import re
+
 from shared.errors import Unprocessable
+
+_MAJOR_RE = re.compile(r"([0-9]+)(?:\.([0-9]{1,2}))?")
 
 MINOR_UNITS_PER_MAJOR = 100
 AMOUNT_MAX = 10**15  # minor units: 10 trillion major units
@@ -30,10 +34,11 @@ def checked_sum(amounts) -> int | None:
 def parse_major(text: str) -> int:
     """Parse a major-unit string with at most two decimals ("12.34") into minor units."""
     text = text.strip()
-    whole, _, frac = text.partition(".")
-    if not whole.isdigit() or (frac and (not frac.isdigit() or len(frac) > 2)):
+    match = _MAJOR_RE.fullmatch(text)  # ASCII digits only: "12", "12.3", "12.34"
+    if match is None:
         raise Unprocessable(f"not an amount: {text!r} (use e.g. 12.34)", code="amount_invalid")
-    value = int(whole) * MINOR_UNITS_PER_MAJOR + int((frac or "0").ljust(2, "0"))
+    whole, frac = match[1], match[2] or "0"
+    value = int(whole) * MINOR_UNITS_PER_MAJOR + int(frac.ljust(2, "0"))
     if not is_amount(value):
         raise Unprocessable(f"amount out of range: {text!r}", code="amount_out_of_range")
     return value

@@ -78,12 +78,14 @@ def verify(public_key: bytes, signature: bytes, purpose: bytes, ledger: str, pay
     return True
 
 
-@functools.lru_cache(maxsize=200_000)
 def is_valid_public_key(public_key: bytes) -> bool:
-    """A canonical encoding of a point on the curve, in the prime-order subgroup, not of small order.
-
-    Cached: the check costs a scalar multiplication, and the keys seen by a ledger repeat.
-    """
+    """A canonical encoding of a point on the curve, in the prime-order subgroup, not of small order."""
     if type(public_key) is not bytes or len(public_key) != KEY_BYTES:
         return False
+    return _is_valid_point(public_key)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _is_valid_point(public_key: bytes) -> bool:
+    # cached: the check costs a scalar multiplication, and the keys a ledger sees repeat
     return bool(crypto_core_ed25519_is_valid_point(public_key))

@@ -37,7 +37,7 @@ from shared.errors import BadRequest, Unprocessable
 VERSION = 1
 TX_ID_BYTES = 32
 LEDGER_CB = "cb"
-LEDGER_ID_RE = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|cb")
+LEDGER_ID_RE = re.compile(r"[a-z][a-z0-9-]{0,29}[a-z0-9]")  # 2..31 chars: fits an address
 HEX32_RE = re.compile(r"[0-9a-f]{64}")
 HEX64_RE = re.compile(r"[0-9a-f]{128}")
 REFERENCE_BYTES_MAX = 256
@@ -136,7 +136,7 @@ _OUTPUT = struct.Struct(">32sQ")
 def encode_body(tx: Tx) -> bytes:
     """Canonical bytes of a body whose fields are in range (validation checks that first).
 
-    Raises ValueError (struct.error) for out-of-range fields; never returns ambiguous bytes.
+    Raises ValueError or struct.error for out-of-range fields; never returns ambiguous bytes.
     """
     kind = KINDS[tx.kind]
     ledger = tx.ledger.encode("ascii")

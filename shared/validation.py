@@ -117,6 +117,7 @@ def _check_items(tx: Tx, rules: LedgerRules) -> None:
         if type(i.index) is not int or not 0 <= i.index <= U16_MAX:
             raise _reject("input_index_invalid", "an input's index must be 0..65535", "inputs", n)
         _check_amount(i.amount, "inputs", n)
+    for n, i in enumerate(tx.inputs):
         if i.outpoint in seen:
             raise _reject("duplicate_input", "the same output is spent twice", "inputs", n)
         seen.add(i.outpoint)

@@ -39,7 +39,7 @@ RULES = LedgerRules(LEDGER, mint_authority=MINT.public_key)
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 # ledger ids built to match LEDGER_ID_RE (checked in test_ledger_id_strategy_matches_the_pattern)
 bank_ledgers = st.builds(lambda a, b, c: a + b + c, st.sampled_from(_LOWER),
-                         st.text(_LOWER + "0123456789-", max_size=30), st.sampled_from(_LOWER + "0123456789"))
+                         st.text(_LOWER + "0123456789-", max_size=29), st.sampled_from(_LOWER + "0123456789"))
 ledger_ids = st.just("cb") | bank_ledgers
 other_bank_ledgers = bank_ledgers.filter(lambda s: s not in ("cb", LEDGER))
 references = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=64)  # <= 256 UTF-8 bytes

@@ -133,6 +133,38 @@ def _arguments(txs: Sequence[ValidTx]) -> tuple:
             in_tx, in_prev, in_idx, in_owner, in_amount, out_tx, out_idx, out_owner, out_amount)
 
 
+def _subset(args: tuple, keep: list[int]) -> tuple:
+    """The arguments of transactions ``keep`` (1-based numbers in ``args``), renumbered from 1."""
+    renumber = {old: new for new, old in enumerate(keep, start=1)}
+    per_tx = tuple([column[old - 1] for old in keep] for column in args[:9])
+    inputs = [n for n, tx_no in enumerate(args[9]) if tx_no in renumber]
+    outputs = [n for n, tx_no in enumerate(args[14]) if tx_no in renumber]
+    per_input = ([renumber[args[9][n]] for n in inputs],) + tuple([c[n] for n in inputs] for c in args[10:14])
+    per_output = ([renumber[args[14][n]] for n in outputs],) + tuple([c[n] for n in outputs] for c in args[15:18])
+    return per_tx + per_input + per_output
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch reduced to what the database needs: per wave, the arrays ``ledger_apply`` takes.
+
+    Built by ``prepare`` (pure, e.g. in the process that verified the signatures); pickles as a
+    few flat lists, so handing a batch between processes costs little.
+    """
+    tx_ids: list[bytes]
+    duplicate_of: dict[int, int]
+    waves: list[tuple[list[int], tuple]]   # (batch positions, ledger_apply arguments)
+
+    def __len__(self) -> int:
+        return len(self.tx_ids)
+
+
+def prepare(batch: Sequence[ValidTx]) -> PreparedBatch:
+    plan = plan_batch(batch)
+    waves = [(wave, _arguments([batch[p] for p in wave])) for wave in plan.waves]
+    return PreparedBatch([v.tx_id for v in batch], plan.duplicate_of, waves)
+
+
 class UTXOEngine:
     """Apply batches and read unspent outputs of one ledger database."""
 
@@ -140,58 +172,56 @@ class UTXOEngine:
         self.pool = pool
         self.retries_max = retries_max
 
-    async def apply(self, batch: Sequence[ValidTx],
+    async def apply(self, batch: Sequence[ValidTx] | PreparedBatch,
                     conn: asyncpg.Connection | None = None) -> list[ApplyResult]:
-        """Apply ``batch``; one result per transaction, in order.
+        """Apply ``batch`` (validated transactions, or a PreparedBatch of them); one result each, in order.
 
         With ``conn``, runs inside the caller's open transaction (the caller adds its own rows,
         e.g. an outbox, and owns commit and retry). Without, opens its own transaction and
         retries it on deadlock or serialization failure (bounded).
         """
-        if not batch:
+        if not len(batch):
             return []
+        prepared = batch if isinstance(batch, PreparedBatch) else prepare(batch)
         if conn is not None:
-            return await self._apply_planned(conn, batch)
+            return await self._apply_prepared(conn, prepared)
         for attempt in range(self.retries_max + 1):
             try:
                 async with self.pool.acquire() as own, own.transaction():
-                    return await self._apply_planned(own, batch)
+                    return await self._apply_prepared(own, prepared)
             except RETRYABLE as exc:
                 if attempt == self.retries_max:
                     raise Unavailable("the ledger is busy; retry", code="ledger_busy") from exc
-                log.warning("batch of %d retried after %s", len(batch), type(exc).__name__)
+                log.warning("batch of %d retried after %s", len(prepared), type(exc).__name__)
                 await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _apply_planned(self, conn: asyncpg.Connection, batch: Sequence[ValidTx]) -> list[ApplyResult]:
-        plan = plan_batch(batch)
+    async def _apply_prepared(self, conn: asyncpg.Connection, batch: PreparedBatch) -> list[ApplyResult]:
         results: list[ApplyResult | None] = [None] * len(batch)
-        for wave in plan.waves:
-            pending = wave
+        for positions, args in batch.waves:
+            numbers = list(range(1, len(positions) + 1))   # 1-based numbers within this wave's args
             for _ in range(CONTENDED_RETRIES_MAX + 1):
+                rows = await conn.fetch(APPLY_SQL, *args)
+                assert len(rows) == len(numbers), f"ledger_apply answered {len(rows)} rows for {len(numbers)}"
                 contended = []
-                for pos, result in zip(pending, await self._apply_wave(conn, [batch[p] for p in pending])):
-                    results[pos] = result
-                    if result.code == INPUT_CONTENDED:
-                        contended.append(pos)
+                for row in rows:
+                    n = row["tx_no"] - 1
+                    pos = positions[numbers[n] - 1]
+                    results[pos] = ApplyResult(batch.tx_ids[pos], row["code"], row["bad_input"], row["seq"],
+                                               row["accepted_at"])
+                    if row["code"] == INPUT_CONTENDED:
+                        contended.append(row["tx_no"])
                 if not contended:
                     break
-                pending = contended
-        for pos, first in plan.duplicate_of.items():
+                contended.sort()
+                args = _subset(args, contended)
+                numbers = [numbers[n - 1] for n in contended]
+        for pos, first in batch.duplicate_of.items():
             original = results[first]
             assert original is not None
             code = EXISTS if original.accepted else original.code
             results[pos] = ApplyResult(original.tx_id, code, original.index, original.seq, original.accepted_at)
         assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
-
-    async def _apply_wave(self, conn: asyncpg.Connection, txs: list[ValidTx]) -> list[ApplyResult]:
-        rows = await conn.fetch(APPLY_SQL, *_arguments(txs))
-        assert len(rows) == len(txs), f"ledger_apply answered {len(rows)} rows for {len(txs)} transactions"
-        results: list[ApplyResult | None] = [None] * len(txs)
-        for row in rows:
-            n = row["tx_no"] - 1
-            results[n] = ApplyResult(txs[n].tx_id, row["code"], row["bad_input"], row["seq"], row["accepted_at"])
         return results  # type: ignore[return-value]
 
     async def balance(self, owner: bytes) -> int:

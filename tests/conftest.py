@@ -67,3 +67,13 @@ async def pool(ledger_db):
 @pytest.fixture(scope="module")
 def engine(pool):
     return UTXOEngine(pool)
+
+
+@pytest.fixture(scope="module")
+async def central_bank(pg_server, request):
+    """The central bank service for one test module (its own fresh database), via create_app."""
+    from tests.cb_harness import start_central_bank, stop_central_bank
+
+    cb = await start_central_bank(pg_server, request.module.__name__.rsplit(".", 1)[-1])
+    yield cb
+    await stop_central_bank(cb, pg_server)

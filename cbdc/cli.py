@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 
 import orjson
 
 from shared.errors import CBDCError, ConfigError
 from shared.settings import LedgerSettings, load_settings
+
+UP_EXAMPLE = """examples:
+  cbdc up                       # central bank + bank-a + bank-b on an embedded PostgreSQL
+  cbdc up --banks 3 --state-dir /tmp/cbdc
+  CBDC_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres cbdc up
+"""
 
 BENCH_EXAMPLE = """examples:
   cbdc bench ledger                     # 1M unspent outputs, batch sizes 1/100/1000, ~2 minutes
@@ -24,12 +31,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 26:
+        raise argparse.ArgumentTypeError("must be 0..26")
+    return value
+
+
+def _state_dir(parser: argparse.ArgumentParser) -> None:
+    import os
+    parser.add_argument("--state-dir", default=os.environ.get("CBDC_STATE_DIR", ".state"), metavar="DIR",
+                        help="where keys, logs, system.json and the embedded PostgreSQL live "
+                             "(default $CBDC_STATE_DIR or .state)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cbdc", description="Operate the two-tier CBDC ledger.",
         epilog="Configuration comes from CBDC_* environment variables (see README.md). "
                "With no CBDC_DATABASE_URL an embedded PostgreSQL is started under CBDC_STATE_DIR.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="start the central bank and the banks, and keep them running",
+                             description="Start PostgreSQL (embedded unless CBDC_DATABASE_URL is set), the "
+                             "central bank and N banks as separate processes; register the banks; wait until "
+                             "all are ready. Runs in the foreground: Ctrl-C or `cbdc down` stops everything.",
+                             epilog=UP_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _state_dir(up)
+    up.add_argument("--banks", type=_count, default=2, metavar="N", help="number of banks, 0-26 (default 2)")
+    up.add_argument("--base-port", type=_positive_int, default=8470, metavar="PORT",
+                    help="the central bank's port; banks take the next ones (default 8470)")
+    up.add_argument("--db-prefix", default="cbdc_", metavar="PREFIX",
+                    help="database names start with this (default cbdc_: cbdc_central_bank, cbdc_bank_a, ...)")
+    down = commands.add_parser("down", help="stop the system `cbdc up` started",
+                               epilog="example:\n  cbdc down --state-dir /tmp/cbdc",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    _state_dir(down)
+    from cbdc import admin
+    admin.add_commands(commands, _state_dir)
     bench = commands.add_parser(
         "bench", help="measure throughput and latency", description="Benchmark a scenario and report "
         "transfers/s, latency, errors, CPU and memory, with the ceilings of this machine measured in the "
@@ -95,14 +133,61 @@ async def _bench(args: argparse.Namespace) -> int:
     return 0 if report.get("audit", {"ok": True})["ok"] and not report["errors"] else 1
 
 
+async def _up(args: argparse.Namespace) -> int:
+    import signal
+    from cbdc import state
+    from cbdc.supervisor import Supervisor
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,30}", args.db_prefix):
+        raise ValueError("--db-prefix: lower-case letters, digits and _ only")
+    supervisor = Supervisor(state.state_path(args.state_dir), banks=args.banks, base_port=args.base_port,
+                            db_prefix=args.db_prefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        system = await supervisor.start()
+        print("\nthe system is up:")
+        for s in system.services:
+            print(f"  {s.name:<14} {s.url:<24} metrics {s.metrics_url}   pid {s.pid}")
+        print(f"  PostgreSQL     {'embedded, ' if system.embedded_postgres else ''}{system.database_server}")
+        print(f"\nstate in {supervisor.state_dir}; stop with Ctrl-C or `cbdc down --state-dir {args.state_dir}`")
+        sys.stdout.flush()
+        status = await supervisor.watch(stop)
+    finally:
+        supervisor.stop()
+    print("stopped" if status == 0 else "stopped after a failure")
+    return status
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    from cbdc import admin
+    return await getattr(admin, args.command)(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from central_bank.client import APIError
     try:
+        import uvloop
         if args.command == "bench":
-            import uvloop
             return uvloop.run(_bench(args))
+        if args.command == "up":
+            return uvloop.run(_up(args))
+        if args.command == "down":
+            from cbdc import state, supervisor
+            return supervisor.down(state.state_path(args.state_dir))
+        if args.command in ("bank", "issue", "supply"):
+            return uvloop.run(_admin(args))
+    except APIError as exc:
+        print(f"cbdc: refused: {exc.problem.get('detail', '')} ({exc.code})", file=sys.stderr)
+        return 1
     except (CBDCError, ConfigError, ValueError) as exc:
-        print(f"cbdc: {exc}", file=sys.stderr)
+        print(f"cbdc: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cbdc: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cbdc: interrupted", file=sys.stderr)

@@ -1,0 +1,262 @@
+"""`cbdc up` / `cbdc down`: run the central bank and the banks as supervised child processes.
+
+`cbdc up` starts PostgreSQL (embedded unless CBDC_DATABASE_URL is set), generates or loads the
+keys, starts each service with `python -m <package>` and its settings in the environment, waits
+until every /readyz answers, registers the banks at the central bank, records the system in
+STATE_DIR/system.json and stays in the foreground: Ctrl-C (or `cbdc down`, which signals it)
+stops every child and the embedded PostgreSQL; a child that dies is reported and stops the rest.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import aiohttp
+import psutil
+
+from cbdc import state
+from central_bank.client import APIError, CentralBankClient
+from shared import db
+
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+LOG_TAIL_LINES = 15
+
+
+class StartError(state.StateError):
+    code = "start_failed"
+    title = "The system did not start"
+
+
+@dataclass
+class Child:
+    name: str
+    kind: str
+    module: str
+    port: int
+    database: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", self.module], env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        finally:
+            log.close()
+
+    def tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in lines[-LOG_TAIL_LINES:])
+
+
+def _service_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBDC_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Supervisor:
+    state_dir: Path
+    banks: int = 2
+    base_port: int = 8470
+    db_prefix: str = "cbdc_"
+    say: Callable[[str], None] = print
+    children: list[Child] = field(default_factory=list)
+    embedded: object | None = None
+    server_url: str = ""
+
+    def _database(self) -> None:
+        url = os.environ.get("CBDC_DATABASE_URL")
+        if url:
+            self.server_url = url
+            return
+        self.say(f"starting the embedded PostgreSQL in {self.state_dir / 'pgdata'}")
+        self.embedded = db.start_embedded(self.state_dir)
+        self.server_url = self.embedded.get_uri()
+
+    def _plan(self) -> None:
+        operators = {name: state.load_key(self.state_dir, name, create=True) for name in state.OPERATORS}
+        cb_key = state.load_key(self.state_dir, state.CENTRAL_BANK_KEY, create=True)
+        cb_env = _service_env({
+            "CBDC_CB_DATABASE_URL": self.server_url,
+            "CBDC_CB_DATABASE_NAME": f"{self.db_prefix}central_bank",
+            "CBDC_CB_PORT": str(self.base_port),
+            "CBDC_CB_OPERATOR_KEYS": ",".join(f"{n}:{k.public_key.hex()}" for n, k in operators.items()),
+            "CBDC_CB_SIGNING_KEY_FILE": str(self.state_dir / "keys" / f"{state.CENTRAL_BANK_KEY}.seed"),
+        })
+        self.children = [Child("central-bank", "central_bank", "central_bank", self.base_port,
+                               f"{self.db_prefix}central_bank",
+                               cb_env, self.state_dir / "logs" / "central-bank.log")]
+        for n in range(self.banks):
+            bank_id = f"bank-{chr(ord('a') + n)}"
+            self.children.append(self._bank_child(bank_id, self.base_port + 1 + n, cb_key.public_key))
+
+    def _bank_child(self, bank_id: str, port: int, cb_public: bytes) -> Child:
+        state.load_key(self.state_dir, bank_id, create=True)
+        database = self.db_prefix + bank_id.replace("-", "_")
+        env = _service_env({
+            "CBDC_BANK_ID": bank_id,
+            "CBDC_BANK_DATABASE_URL": self.server_url,
+            "CBDC_BANK_DATABASE_NAME": database,
+            "CBDC_BANK_PORT": str(port),
+            "CBDC_BANK_SIGNING_KEY_FILE": str(self.state_dir / "keys" / f"{bank_id}.seed"),
+            "CBDC_BANK_CENTRAL_BANK_URL": f"http://127.0.0.1:{self.base_port}",
+            "CBDC_BANK_CENTRAL_BANK_KEY": cb_public.hex(),
+        })
+        return Child(bank_id, "commercial_bank", "commercial_bank", port, database, env,
+                     self.state_dir / "logs" / f"{bank_id}.log")
+
+    async def _wait_ready(self, child: Child, session: aiohttp.ClientSession) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            assert child.process is not None
+            if child.process.poll() is not None:
+                raise StartError(f"{child.name} exited with status {child.process.returncode} while starting; "
+                                 f"its log ({child.log_path}) ends with:\n{child.tail()}")
+            try:
+                async with session.get(child.url + "/readyz") as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+        raise StartError(f"{child.name} was not ready within {READY_TIMEOUT_SECONDS:.0f} s; "
+                         f"its log ({child.log_path}) ends with:\n{child.tail()}")
+
+    async def _register_banks(self) -> None:
+        op1 = state.load_key(self.state_dir, "op1")
+        async with CentralBankClient(self.children[0].url, op1, "operator:op1") as cb:
+            for child in self.children[1:]:
+                key = state.load_key(self.state_dir, child.name)
+                try:
+                    await cb.register_bank(child.name, f"Bank {child.name[5:].upper()}", key.public_key, child.url)
+                    self.say(f"registered {child.name} at the central bank")
+                except APIError as exc:
+                    if exc.code != "bank_exists":
+                        raise
+                    self.say(f"{child.name} was already registered")
+
+    async def start(self) -> state.System:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            existing = state.read_system(self.state_dir)
+        except state.StateError:
+            existing = None
+        if existing is not None and _alive(existing.supervisor_pid):
+            raise StartError(f"a system is already running from {self.state_dir} (supervisor pid "
+                             f"{existing.supervisor_pid}); stop it with `cbdc down`")
+        self._database()
+        self._plan()
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for child in self.children:
+                self.say(f"starting {child.name} on {child.url}")
+                child.start()
+                await self._wait_ready(child, session)
+        await self._register_banks()
+        system = state.System(os.getpid(), _redact(self.server_url), self.embedded is not None, [
+            state.Service(c.name, c.kind, c.url, c.process.pid, c.database, c.url + "/metrics")
+            for c in self.children if c.process is not None])
+        state.write_system(self.state_dir, system)
+        return system
+
+    async def watch(self, stop: asyncio.Event) -> int:
+        """Until ``stop`` is set (0) or a child dies (1)."""
+        while not stop.is_set():
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None:
+                    self.say(f"cbdc: {child.name} exited unexpectedly with status {child.process.returncode}; "
+                             f"its log ({child.log_path}) ends with:\n{child.tail()}")
+                    return 1
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+        return 0
+
+    def stop(self) -> None:
+        """Stop every child (SIGTERM, then SIGKILL after a bound), then the embedded PostgreSQL."""
+        for child in reversed(self.children):
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for child in reversed(self.children):
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.name} did not stop in time; killing it")
+                child.process.kill()
+                child.process.wait()
+        if self.embedded is not None:
+            self.embedded.cleanup()
+            self.embedded = None
+        state.remove_system(self.state_dir)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (if it has one)."""
+    scheme, sep, rest = url.partition("//")
+    userinfo, at, host = rest.partition("@")
+    user, colon, password = userinfo.partition(":")
+    if at and password:
+        return f"{scheme}{sep}{user}:***@{host}"
+    return url
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent counts as stopped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _is_our_service(pid: int, module: str) -> bool:
+    try:
+        return f"-m\0{module}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def down(state_dir: Path, say: Callable[[str], None] = print) -> int:
+    """Stop the system recorded in STATE_DIR/system.json (bounded waits)."""
+    system = state.read_system(state_dir)
+    if _alive(system.supervisor_pid):
+        os.kill(system.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS + 10
+        while _alive(system.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _alive(system.supervisor_pid):
+            say("stopped")
+            return 0
+        say(f"cbdc: the supervisor (pid {system.supervisor_pid}) did not stop in time")
+        return 1
+    # the supervisor is gone: stop what it left behind, checking each pid is still our service
+    for s in system.services:
+        if _alive(s.pid) and _is_our_service(s.pid, s.kind):
+            os.kill(s.pid, signal.SIGTERM)
+            say(f"stopped orphaned {s.name} (pid {s.pid})")
+    state.remove_system(state_dir)
+    return 0

@@ -152,6 +152,9 @@ async def _up(args: argparse.Namespace) -> int:
         for s in system.services:
             print(f"  {s.name:<14} {s.url:<24} metrics {s.metrics_url}   pid {s.pid}")
         print(f"  PostgreSQL     {'embedded, ' if system.embedded_postgres else ''}{system.database_server}")
+        from cbdc.supervisor import prometheus_command
+        print(f"\nPrometheus (scrape config deploy/prometheus/, targets written to "
+              f"{supervisor.state_dir / 'prometheus'}):\n  {prometheus_command(supervisor.state_dir)}")
         print(f"\nstate in {supervisor.state_dir}; stop with Ctrl-C or `cbdc down --state-dir {args.state_dir}`")
         sys.stdout.flush()
         status = await supervisor.watch(stop)

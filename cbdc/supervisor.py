@@ -9,7 +9,9 @@ stops every child and the embedded PostgreSQL; a child that dies is reported and
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from cbdc import state
 from central_bank.client import APIError, CentralBankClient
 from shared import db
 
+DEPLOY_PROMETHEUS = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 LOG_TAIL_LINES = 15
@@ -178,6 +181,7 @@ class Supervisor:
             state.Service(c.name, c.kind, c.url, c.process.pid, c.database, c.url + "/metrics")
             for c in self.children if c.process is not None])
         state.write_system(self.state_dir, system)
+        write_prometheus_targets(self.state_dir, system)
         return system
 
     async def watch(self, stop: asyncio.Event) -> int:
@@ -213,6 +217,27 @@ class Supervisor:
             self.embedded.cleanup()
             self.embedded = None
         state.remove_system(self.state_dir)
+
+
+def write_prometheus_targets(state_dir: Path, system: state.System) -> Path | None:
+    """Copy deploy/prometheus/{prometheus,alerts}.yml into STATE_DIR/prometheus and write the
+    running services into targets.json beside them (Prometheus file-based discovery)."""
+    if not DEPLOY_PROMETHEUS.is_dir():
+        return None
+    target_dir = state_dir / "prometheus"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("prometheus.yml", "alerts.yml"):
+        shutil.copyfile(DEPLOY_PROMETHEUS / name, target_dir / name)
+    targets = [{"targets": [s.url.removeprefix("http://")], "labels": {"service": s.name, "component": s.kind}}
+               for s in system.services]
+    (target_dir / "targets.json").write_text(json.dumps(targets, indent=2))
+    return target_dir
+
+
+def prometheus_command(state_dir: Path) -> str:
+    p = state_dir / "prometheus"
+    return (f"prometheus --config.file={p / 'prometheus.yml'} --storage.tsdb.path={p / 'data'} "
+            "--web.listen-address=127.0.0.1:9090")
 
 
 def _redact(url: str) -> str:

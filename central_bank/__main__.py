@@ -3,6 +3,7 @@
 With neither CBDC_CB_DATABASE_URL nor CBDC_DATABASE_URL set, an embedded PostgreSQL is started
 under CBDC_CB_STATE_DIR for the life of the process. SIGINT/SIGTERM shut down gracefully
 (in-flight requests finish within CBDC_CB_SHUTDOWN_TIMEOUT_SECONDS, the batcher is flushed).
+CBDC_CB_WORKERS > 1 serves from that many processes on one port (SO_REUSEPORT).
 """
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ import dataclasses
 import logging
 import sys
 
-import uvloop
-from aiohttp import web
-
 from central_bank import settings as settings_module
 from central_bank.app import create_app
 from shared import db
 from shared.errors import ConfigError
+from shared.serve import serve
 
 
 def main() -> int:
@@ -33,13 +32,11 @@ def main() -> int:
         embedded = db.start_embedded(settings.state_dir)
         settings = dataclasses.replace(settings, database_url=embedded.get_uri())
     try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                    shutdown_timeout=settings.shutdown_timeout_seconds, access_log=None,
-                    print=None, loop=uvloop.new_event_loop())
+        return serve(create_app, settings, host=settings.host, port=settings.port, workers=settings.workers,
+                     shutdown_timeout=settings.shutdown_timeout_seconds, log_level=settings.log_level.upper())
     finally:
         if embedded is not None:
             embedded.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

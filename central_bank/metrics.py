@@ -22,13 +22,18 @@ class CentralBankMetrics:
                                             "Time to settle one payment (first submission)", registry=registry)
         self.payments = Counter("cbdc_cb_payments_total", "Settlement requests by outcome",
                                 ["outcome"], registry=registry)
-        self.issued = Gauge("cbdc_cb_supply_issued_minor_units", "Value ever issued", registry=registry)
-        self.redeemed = Gauge("cbdc_cb_supply_redeemed_minor_units", "Value ever redeemed", registry=registry)
+        # gauges are set from the database before each scrape: with several workers, the latest wins
+        latest = "mostrecent"
+        self.issued = Gauge("cbdc_cb_supply_issued_minor_units", "Value ever issued",
+                            multiprocess_mode=latest, registry=registry)
+        self.redeemed = Gauge("cbdc_cb_supply_redeemed_minor_units", "Value ever redeemed",
+                              multiprocess_mode=latest, registry=registry)
         self.outstanding = Gauge("cbdc_cb_supply_outstanding_minor_units", "Issued minus redeemed",
-                                 registry=registry)
-        self.cap = Gauge("cbdc_cb_supply_cap_minor_units", "The configured supply cap", registry=registry)
+                                 multiprocess_mode=latest, registry=registry)
+        self.cap = Gauge("cbdc_cb_supply_cap_minor_units", "The configured supply cap", multiprocess_mode=latest,
+                         registry=registry)
         self.escrow = Gauge("cbdc_cb_escrow_minor_units", "Unspent value in each bank's escrow",
-                            ["bank"], registry=registry)  # one series per registered bank
+                            ["bank"], multiprocess_mode=latest, registry=registry)  # one series per registered bank
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -32,6 +32,7 @@ class Settings:
     signing_seed: str | None = secret(None)
     host: str = "127.0.0.1"
     port: int = 8470
+    workers: int = 1                          # processes serving the port (SO_REUSEPORT)
     database_url: str | None = secret(None)   # a server URL; None: CBDC_DATABASE_URL or embedded
     database_name: str = "cbdc_central_bank"
     state_dir: str = ".state/central_bank"
@@ -54,7 +55,7 @@ class Settings:
         self.signing_key()
         if not 0 < self.supply_cap <= AMOUNT_MAX:
             raise ConfigError(f"{PREFIX}SUPPLY_CAP must be in 1..{AMOUNT_MAX}")
-        for name in ("proposal_ttl_seconds", "request_window_seconds", "request_bytes_max", "settlement_payments_max", "batch_max",
+        for name in ("workers", "proposal_ttl_seconds", "request_window_seconds", "request_bytes_max", "settlement_payments_max", "batch_max",
                      "batch_queue_max", "flushers", "db_pool_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be >= 1")

@@ -80,8 +80,8 @@ async def ensure_database(server: str, name: str) -> str:
         if not exists:
             try:
                 await conn.execute(f'CREATE DATABASE "{name}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass  # created concurrently by another process
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass  # created concurrently by another process (either error, depending on timing)
     finally:
         await conn.close()
     return database_url(server, name)

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from shared.errors import BadRequest, CBDCError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 READY_CHECK_KEY = web.AppKey("ready_check", object)      # async () -> None; raises when not ready
 BEFORE_SCRAPE_KEY = web.AppKey("before_scrape", object)  # async () -> None; refreshes gauges
@@ -147,8 +149,13 @@ async def metrics(request: web.Request) -> web.Response:
     before = request.app.get(BEFORE_SCRAPE_KEY)
     if before is not None:
         await before()  # type: ignore[operator]
-    body = generate_latest(request.app[REGISTRY_KEY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    if os.environ.get(MULTIPROCESS_ENV):
+        # several worker processes (shared.serve): every worker's values, summed per series
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = request.app[REGISTRY_KEY]
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_base_app(*, client_max_size: int, ready_check: Callable[[], Awaitable[None]],

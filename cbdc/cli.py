@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--banks", type=_count, default=2, metavar="N", help="number of banks, 0-26 (default 2)")
     up.add_argument("--base-port", type=_positive_int, default=8470, metavar="PORT",
                     help="the central bank's port; banks take the next ones (default 8470)")
+    up.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+                    help="worker processes per service, sharing its port (default 1)")
     up.add_argument("--db-prefix", default="cbdc_", metavar="PREFIX",
                     help="database names start with this (default cbdc_: cbdc_central_bank, cbdc_bank_a, ...)")
     down = commands.add_parser("down", help="stop the system `cbdc up` started",
@@ -141,7 +143,7 @@ async def _up(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,30}", args.db_prefix):
         raise ValueError("--db-prefix: lower-case letters, digits and _ only")
     supervisor = Supervisor(state.state_path(args.state_dir), banks=args.banks, base_port=args.base_port,
-                            db_prefix=args.db_prefix)
+                            db_prefix=args.db_prefix, workers=args.workers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -83,6 +83,7 @@ class Supervisor:
     banks: int = 2
     base_port: int = 8470
     db_prefix: str = "cbdc_"
+    workers: int = 1
     say: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
     embedded: object | None = None
@@ -104,6 +105,7 @@ class Supervisor:
             "CBDC_CB_DATABASE_URL": self.server_url,
             "CBDC_CB_DATABASE_NAME": f"{self.db_prefix}central_bank",
             "CBDC_CB_PORT": str(self.base_port),
+            "CBDC_CB_WORKERS": str(self.workers),
             "CBDC_CB_OPERATOR_KEYS": ",".join(f"{n}:{k.public_key.hex()}" for n, k in operators.items()),
             "CBDC_CB_SIGNING_KEY_FILE": str(self.state_dir / "keys" / f"{state.CENTRAL_BANK_KEY}.seed"),
         })
@@ -122,6 +124,7 @@ class Supervisor:
             "CBDC_BANK_DATABASE_URL": self.server_url,
             "CBDC_BANK_DATABASE_NAME": database,
             "CBDC_BANK_PORT": str(port),
+            "CBDC_BANK_WORKERS": str(self.workers),
             "CBDC_BANK_SIGNING_KEY_FILE": str(self.state_dir / "keys" / f"{bank_id}.seed"),
             "CBDC_BANK_CENTRAL_BANK_URL": f"http://127.0.0.1:{self.base_port}",
             "CBDC_BANK_CENTRAL_BANK_KEY": cb_public.hex(),

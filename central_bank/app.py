@@ -88,7 +88,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
         await cb.batcher.stop()
         await pool.close()
 
-    app = create_base_app(client_max_size=settings.request_bytes_max + 1, ready_check=ready, registry=registry)
+    rate_limit = (settings.rate_limit_per_second, settings.rate_limit_burst) if settings.rate_limit_per_second > 0 else None
+    app = create_base_app(client_max_size=settings.request_bytes_max + 1, ready_check=ready, registry=registry,
+                          rate_limit=rate_limit)
     metrics = CentralBankMetrics(app[REGISTRY_KEY])
     app[BEFORE_SCRAPE_KEY] = refresh_gauges
     app.cleanup_ctx.append(lifecycle)

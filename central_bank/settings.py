@@ -40,6 +40,8 @@ class Settings:
     proposal_ttl_seconds: int = 86_400
     request_window_seconds: int = 300         # signed-request timestamps within +- this
     request_bytes_max: int = 1_048_576
+    rate_limit_per_second: float = 2_000.0    # requests per client (key id or address) per worker; 0: off
+    rate_limit_burst: int = 4_000
     settlement_payments_max: int = 1_000      # payments per netted settlement request
     nonce_expiry_interval_seconds: float = 60.0
     batch_max: int = 500

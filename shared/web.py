@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from typing import Any, Awaitable, Callable
@@ -58,7 +59,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except CBDCError as exc:
-        return problem_response(exc.to_problem(request.path))
+        response = problem_response(exc.to_problem(request.path))
+        if "retry_after_seconds" in exc.extra:
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.extra["retry_after_seconds"])))
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -159,9 +163,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_base_app(*, client_max_size: int, ready_check: Callable[[], Awaitable[None]],
-                    registry: CollectorRegistry | None = None) -> web.Application:
-    """An application with the shared middlewares and /healthz, /readyz, /metrics."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware], client_max_size=client_max_size)
+                    registry: CollectorRegistry | None = None,
+                    rate_limit: tuple[float, int] | None = None) -> web.Application:
+    """An application with the shared middlewares and /healthz, /readyz, /metrics.
+
+    ``rate_limit`` = (requests per second, burst) per client (shared.ratelimit); None: no limit.
+    """
+    middlewares = [metrics_middleware, error_middleware]
+    if rate_limit is not None:
+        from shared.ratelimit import TokenBuckets, rate_limit_middleware
+        middlewares.append(rate_limit_middleware(TokenBuckets(*rate_limit)))
+    app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     registry = registry or CollectorRegistry()
     app[REGISTRY_KEY] = registry
     app[HTTP_METRICS_KEY] = HTTPMetrics(registry)

@@ -28,7 +28,7 @@ from shared import db
 from shared.web import BEFORE_SCRAPE_KEY, REGISTRY_KEY, create_base_app
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 POOL = web.AppKey("pool", asyncpg.Pool)
 
 

@@ -128,9 +128,20 @@ class CentralBankClient:
     async def transaction(self, tx_id: bytes) -> dict:
         return await self.call("GET", f"/v1/transactions/{tx_id.hex()}")
 
-    async def settle(self, payment_id: str, payer_bank: str, payee_bank: str, amount: int) -> dict:
-        return await self.call("POST", "/v1/settlements", {"payment_id": payment_id, "payer_bank": payer_bank,
-                                                           "payee_bank": payee_bank, "amount": amount})
+    async def settle(self, payment_id: str, payer_bank: str, payee_bank: str, amount: int,
+                     reference: bytes | None = None) -> dict:
+        body = {"payment_id": payment_id, "payer_bank": payer_bank, "payee_bank": payee_bank, "amount": amount}
+        if reference is not None:
+            body["reference"] = reference.hex()
+        return await self.call("POST", "/v1/settlements", body)
+
+    async def settle_batch(self, payments: list[dict]) -> list[dict]:
+        """Netted: ``payments`` as the request bodies of settle(); one outcome each, in order."""
+        return (await self.call("POST", "/v1/settlements/batch", {"payments": payments}))["payments"]
+
+    async def directory_entry(self, bank_id: str) -> dict:
+        """Another bank's callback URL and status (any registered bank may ask)."""
+        return await self.call("GET", f"/v1/directory/{bank_id}")
 
     async def payment(self, payment_id: str) -> dict:
         return await self.call("GET", f"/v1/payments/{payment_id}")

@@ -13,7 +13,7 @@ from central_bank.auth import Authenticator, Principal, require_bank, require_op
 from central_bank.ledger import CentralBank
 from central_bank.openapi import openapi_document
 from central_bank.settlement import PaymentRequest, Settlement
-from shared.errors import BadRequest, Unprocessable
+from shared.errors import BadRequest, NotFound, Unprocessable
 from shared.fields import strict_object
 from shared.tx import signed_from_json
 from shared.web import json_response, parse_json, read_body
@@ -70,6 +70,17 @@ async def list_banks(request: web.Request) -> web.Response:
 async def get_bank(request: web.Request) -> web.Response:
     services, principal, _ = await _authenticated(request)
     return json_response(_bank_json(await services.cb.bank(principal, request.match_info["bank_id"])))
+
+
+async def directory_entry(request: web.Request) -> web.Response:
+    """What any registered bank may know of another: where to push its notices, its status, and the key
+    that signs its requests to other banks."""
+    services, principal, _ = await _authenticated(request)
+    bank = await store.get_bank(services.cb.pool, request.match_info["bank_id"])
+    if bank is None:
+        raise NotFound(f"no bank {request.match_info['bank_id']!r}", code="bank_not_found")
+    return json_response({"bank_id": bank.bank_id, "callback_url": bank.callback_url, "status": bank.status,
+                          "public_key": bank.public_key.hex()})
 
 
 async def _set_status(request: web.Request, status: str) -> web.Response:
@@ -168,19 +179,20 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 
 _PAYMENT_FIELDS = {"payment_id": str, "payer_bank": str, "payee_bank": str, "amount": int}
+_PAYMENT_OPTIONAL = {"reference": str}
 
 
 async def settle(request: web.Request) -> web.Response:
     services, principal, body = await _authenticated(request)
     require_bank(principal)
-    data = strict_object(parse_json(body), _PAYMENT_FIELDS)
+    data = strict_object(parse_json(body), _PAYMENT_FIELDS, _PAYMENT_OPTIONAL)
     notice, fresh = await services.settlement.settle(principal, PaymentRequest(**data))
     return json_response(notice, 201 if fresh else 200)
 
 
 def _payment_request(item: Any, index: int) -> PaymentRequest:
     try:
-        return PaymentRequest(**strict_object(item, _PAYMENT_FIELDS))
+        return PaymentRequest(**strict_object(item, _PAYMENT_FIELDS, _PAYMENT_OPTIONAL))
     except Unprocessable as exc:
         exc.index = index
         raise
@@ -212,6 +224,7 @@ ROUTES = [
     web.post("/v1/banks", register_bank),
     web.get("/v1/banks", list_banks),
     web.get("/v1/banks/{bank_id}", get_bank),
+    web.get("/v1/directory/{bank_id}", directory_entry),
     web.post("/v1/banks/{bank_id}/suspend", suspend_bank),
     web.post("/v1/banks/{bank_id}/resume", resume_bank),
     web.get("/v1/banks/{bank_id}/balances", balances),

@@ -69,6 +69,11 @@ def _paths() -> dict[str, Any]:
                        ["query_invalid"], query=["after", "limit"])},
         "/v1/banks/{bank_id}": {"get": _op("One bank", "operators; the bank itself", 200, bank,
                                            ["bank_not_found"], params=["bank_id"])},
+        "/v1/directory/{bank_id}": {"get": _op(
+            "Another bank's callback URL, status and public key (where to push notices; whose requests to trust)",
+            "operators; any registered bank", 200, _obj({"bank_id": STR, "callback_url": STR, "status": STR,
+                                                         "public_key": HEX32}),
+            ["bank_not_found"], params=["bank_id"])},
         "/v1/banks/{bank_id}/suspend": {"post": _op("Suspend a bank: its requests are refused", "operators",
                                                     200, bank, ["bank_not_found"], params=["bank_id"])},
         "/v1/banks/{bank_id}/resume": {"post": _op("Resume a suspended bank", "operators", 200, bank,
@@ -118,7 +123,7 @@ def _paths() -> dict[str, Any]:
             "Settle a payment escrow(payer) -> escrow(payee), once per payment id (201 new, 200 retry)",
             "the payer bank", 201, _ref("Notice"),
             BODY_ERRORS + ["payment_id_invalid", "payee_bank_invalid", "amount_invalid", "payment_conflict",
-                           "payee_bank_unknown", "payee_bank_suspended", "escrow_insufficient"],
+                           "payee_bank_unknown", "payee_bank_suspended", "escrow_insufficient", "reference_invalid"],
             body=_ref("PaymentRequest"))},
         "/v1/settlements/batch": {"post": _op(
             "Netted settlement: many payments of one payer, one settle tx paying each payee bank its total; "
@@ -170,13 +175,14 @@ def _schemas() -> dict[str, Any]:
                                              "witnesses": {"type": "array"}}},
         "TxResult": _obj({"tx_id": HEX32, "result": {"enum": ["created", "exists"]}, "seq": INT,
                           "accepted_at": STR}),
-        "PaymentRequest": _obj({"payment_id": STR, "payer_bank": STR, "payee_bank": STR, "amount": AMOUNT}),
+        "PaymentRequest": _obj({"payment_id": STR, "payer_bank": STR, "payee_bank": STR, "amount": AMOUNT},
+                               {"reference": HEX32}),
         "PaymentOutcome": {"type": "object", "required": ["payment_id", "status"], "properties": {
             "payment_id": STR, "status": {"enum": ["settled", "refused"]}, "notice": _ref("Notice"),
             "refusal_code": {"enum": ["payee_bank_unknown", "payee_bank_suspended", "escrow_insufficient"]},
-            "payer_bank": STR, "payee_bank": STR, "amount": AMOUNT}},
+            "payer_bank": STR, "payee_bank": STR, "amount": AMOUNT, "reference": HEX32}},
         "Notice": _obj({"payment_id": STR, "payer_bank": STR, "payee_bank": STR, "amount": AMOUNT,
-                        "tx_id": HEX32, "settled_at": INT, "signature": STR}),
+                        "tx_id": HEX32, "settled_at": INT, "reference": HEX32, "signature": STR}),
     }
 
 

@@ -25,6 +25,7 @@ Steps, in one database transaction:
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from shared.amounts import checked_sum, is_amount
 from shared.crypto import sha256
 from shared.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
 from shared.fields import invalid
-from shared.notice import PAYMENT_ID_RE, SettlementNotice, notice_to_json, sign_notice
+from shared.notice import PAYMENT_ID_RE, REFERENCE_BYTES, UNBOUND, SettlementNotice, notice_to_json, sign_notice
 from shared.tx import LEDGER_CB, LEDGER_ID_RE, Input, Output, Tx
 from shared.validation import sign, validate
 
@@ -54,6 +55,14 @@ class PaymentRequest:
     payer_bank: str
     payee_bank: str
     amount: int
+    reference: str = UNBOUND.hex()   # opaque 32 bytes (hex) the payer binds the payment to; signed in the notice
+
+    @property
+    def reference_bytes(self) -> bytes:
+        return bytes.fromhex(self.reference)
+
+
+_HEX32_RE = re.compile(r"[0-9a-f]{%d}" % (2 * REFERENCE_BYTES))
 
 
 def check_request(bank: store.Bank, request: PaymentRequest, index: int | None = None) -> None:
@@ -70,6 +79,9 @@ def check_request(bank: store.Bank, request: PaymentRequest, index: int | None =
     if not is_amount(request.amount):
         raise Unprocessable("a positive integer amount in minor units", code="amount_invalid",
                             extra={"field": "amount"}, **where)
+    if not _HEX32_RE.fullmatch(request.reference):
+        raise Unprocessable("the reference is 32 bytes as 64 lower-case hex characters",
+                            code="reference_invalid", extra={"field": "reference"}, **where)
 
 
 def check_batch(bank: store.Bank, requests: list[PaymentRequest], payments_max: int) -> None:
@@ -156,7 +168,8 @@ class Settlement:
             row = {"payment_id": r.payment_id, "payer_bank": r.payer_bank, "payee_bank": r.payee_bank,
                    "amount": r.amount, "status": REFUSED if code else SETTLED, "refusal_code": code,
                    "tx_id": None if code else tx_id, "settled_at": now, "signature": None,
-                   "request_key": principal.signature.key_id, "request_signature": principal.signature.signature}
+                   "request_key": principal.signature.key_id, "request_signature": principal.signature.signature,
+                   "reference": r.reference_bytes}
             if not code:
                 row["signature"] = sign_notice(self.cb.key, _notice(row))
             rows[r.payment_id] = row
@@ -233,7 +246,8 @@ def _replay(requests: list[PaymentRequest], recorded: dict[str, Any]) -> dict[st
         row = recorded.get(r.payment_id)
         if row is None:
             continue
-        if (row["payer_bank"], row["payee_bank"], row["amount"]) != (r.payer_bank, r.payee_bank, r.amount):
+        if (row["payer_bank"], row["payee_bank"], row["amount"], bytes(row["reference"])) != \
+                (r.payer_bank, r.payee_bank, r.amount, r.reference_bytes):
             raise Conflict(f"payment id {r.payment_id!r} was used for a different payment",
                            code="payment_conflict", index=n if len(requests) > 1 else None)
         out[r.payment_id] = (dict(row), False)
@@ -242,7 +256,7 @@ def _replay(requests: list[PaymentRequest], recorded: dict[str, Any]) -> dict[st
 
 def _notice(row: Any) -> SettlementNotice:
     return SettlementNotice(row["payment_id"], row["payer_bank"], row["payee_bank"], row["amount"],
-                            row["tx_id"], row["settled_at"])
+                            row["tx_id"], row["settled_at"], bytes(row["reference"]))
 
 
 def _notice_json(row: Any) -> dict[str, Any]:
@@ -252,5 +266,6 @@ def _notice_json(row: Any) -> dict[str, Any]:
 def _outcome_json(row: dict) -> dict[str, Any]:
     if row["status"] == REFUSED:
         return {"payment_id": row["payment_id"], "status": REFUSED, "refusal_code": row["refusal_code"],
-                "payer_bank": row["payer_bank"], "payee_bank": row["payee_bank"], "amount": row["amount"]}
+                "payer_bank": row["payer_bank"], "payee_bank": row["payee_bank"], "amount": row["amount"],
+                "reference": bytes(row["reference"]).hex()}
     return {"payment_id": row["payment_id"], "status": SETTLED, "notice": _notice_json(row)}

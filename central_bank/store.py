@@ -10,16 +10,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shared.crypto import sha256
+from shared.accounts import escrow_owner
 from shared.errors import Conflict
 
 Executor = asyncpg.Pool | asyncpg.Connection
 KIND_ISSUE, KIND_REDEEM = 1, 2
 
 
-def escrow_owner(bank_id: str) -> bytes:
-    """The non-key owner of a bank's escrow outputs at tier 1."""
-    return sha256(b"cbdc/escrow/" + bank_id.encode("ascii"))
+# escrow_owner (imported above) is defined in shared.accounts; central_bank code imports it from here.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,11 +247,11 @@ async def history(pool: asyncpg.Pool, bank_id: str, after_seq: int, limit: int) 
 # payments
 
 PAYMENT_COLUMNS = ("payment_id, payer_bank, payee_bank, amount, status, refusal_code, tx_id, settled_at, "
-                   "signature, request_key, request_signature")
+                   "signature, request_key, request_signature, reference")
 GET_PAYMENT_SQL = f"SELECT {PAYMENT_COLUMNS} FROM cb_payments WHERE payment_id = $1"
 GET_PAYMENTS_SQL = f"SELECT {PAYMENT_COLUMNS} FROM cb_payments WHERE payment_id = ANY($1::text[])"
 INSERT_PAYMENT_SQL = f"""INSERT INTO cb_payments ({PAYMENT_COLUMNS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"""
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
 _PAYMENT_FIELDS = [c.strip() for c in PAYMENT_COLUMNS.split(",")]
 
 

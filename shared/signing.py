@@ -1,9 +1,10 @@
 """Signed HTTP requests: every bank -> central-bank call (and every operator call) carries
 
-    CBDC-Key-Id     who signs: "operator:<id>" or "bank:<bank id>"
+    CBDC-Key-Id     who signs: "operator:<id>", "bank:<bank id>" or "wallet:<hex public key>"
     CBDC-Timestamp  unix seconds, decimal
     CBDC-Nonce      32..64 lower-case hex characters, random per request
-    CBDC-Signature  hex Ed25519 signature (crypto.PURPOSE_REQUEST, ledger "cb") over
+    CBDC-Signature  hex Ed25519 signature (crypto.PURPOSE_REQUEST, ledger "cb" for requests to the
+                    central bank, the bank's id for a wallet's requests to its bank) over
 
         method + "\\n" + path_qs + "\\n" + sha256(body).hex() + "\\n" + timestamp + "\\n" + nonce
 
@@ -30,7 +31,7 @@ TIMESTAMP = "CBDC-Timestamp"
 NONCE = "CBDC-Nonce"
 SIGNATURE = "CBDC-Signature"
 HEADERS = (KEY_ID, TIMESTAMP, NONCE, SIGNATURE)
-KEY_ID_RE = re.compile(r"(operator|bank):[a-z0-9][a-z0-9-]{0,62}")
+KEY_ID_RE = re.compile(r"(operator|bank):[a-z0-9][a-z0-9-]{0,62}|wallet:[0-9a-f]{64}")
 NONCE_RE = re.compile(r"[0-9a-f]{32,64}")
 TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
 SIGNATURE_RE = re.compile(r"[0-9a-f]{128}")
@@ -50,10 +51,10 @@ def request_payload(method: str, path_qs: str, body: bytes, timestamp: int, nonc
 
 
 def sign_request(key: crypto.PrivateKey, key_id: str, method: str, path_qs: str, body: bytes, *,
-                 now: int, nonce: str | None = None) -> dict[str, str]:
-    """The four headers that authenticate one request."""
+                 now: int, nonce: str | None = None, ledger: str = LEDGER_CB) -> dict[str, str]:
+    """The four headers that authenticate one request to ``ledger``'s service."""
     nonce = nonce or secrets.token_hex(16)
-    signature = key.sign(crypto.PURPOSE_REQUEST, LEDGER_CB, request_payload(method, path_qs, body, now, nonce))
+    signature = key.sign(crypto.PURPOSE_REQUEST, ledger, request_payload(method, path_qs, body, now, nonce))
     return {KEY_ID: key_id, TIMESTAMP: str(now), NONCE: nonce, SIGNATURE: signature.hex()}
 
 
@@ -72,7 +73,8 @@ def parse_signature(headers: Mapping[str, str]) -> RequestSignature:
 
 
 def verify_request(sig: RequestSignature, method: str, path_qs: str, body: bytes, *,
-                   key_for: Callable[[str], bytes | None], now: int, window_seconds: int) -> bytes:
+                   key_for: Callable[[str], bytes | None], now: int, window_seconds: int,
+                   ledger: str = LEDGER_CB) -> bytes:
     """Check one request's signature (pure); return the signer's public key."""
     public_key = key_for(sig.key_id)
     if public_key is None:
@@ -81,7 +83,7 @@ def verify_request(sig: RequestSignature, method: str, path_qs: str, body: bytes
         raise Unauthorized(f"the timestamp is more than {window_seconds} s from the server's clock",
                            code="timestamp_stale")
     payload = request_payload(method, path_qs, body, sig.timestamp, sig.nonce)
-    if not crypto.verify(public_key, sig.signature, crypto.PURPOSE_REQUEST, LEDGER_CB, payload):
+    if not crypto.verify(public_key, sig.signature, crypto.PURPOSE_REQUEST, ledger, payload):
         raise Unauthorized("the request signature does not verify", code="signature_invalid")
     return public_key
 

@@ -38,6 +38,7 @@ def _matrix(w) -> list[tuple[str, str, object, dict[str, int]]]:
         ("POST", "/v1/banks", {}, op_only(422)),
         ("GET", "/v1/banks", None, op_only(200)),
         ("GET", f"/v1/banks/{a}", None, {"operator": 200, "a": 200, "b": 403}),
+        ("GET", f"/v1/directory/{a}", None, {"operator": 200, "a": 200, "b": 200}),
         ("POST", "/v1/banks/bank-none/suspend", None, op_only(404)),
         ("POST", "/v1/banks/bank-none/resume", None, op_only(404)),
         ("GET", f"/v1/banks/{a}/balances", None, {"operator": 200, "a": 200, "b": 403}),

@@ -132,3 +132,24 @@ async def test_fragmented_escrow_is_a_retryable_refusal_and_settlements_consolid
     balances = await a.client.balances(a.bank_id)
     assert (balances["escrow"], balances["escrow_outputs"]) == (9, 3)
     await assert_supply_invariant(central_bank.pool)
+
+
+async def test_the_payers_reference_is_recorded_signed_and_bound(central_bank):
+    """The opaque reference (the payer's outbound tx id at tier 2) is signed into the notice; the same
+    payment id with another reference is a conflict; an invalid one is refused."""
+    a = await _bank_with_escrow(central_bank, 500)
+    b = await central_bank.new_bank()
+    reference = bytes(range(32))
+    notice_json = await a.client.settle("ref-1", a.bank_id, b.bank_id, 50, reference=reference)
+    notice, signature = notice_from_json(notice_json)
+    assert notice.reference == reference and verify_notice(CB_KEY.public_key, notice, signature)
+    assert not verify_notice(CB_KEY.public_key, dataclasses.replace(notice, reference=bytes(32)), signature)
+    assert await a.client.settle("ref-1", a.bank_id, b.bank_id, 50, reference=reference) == notice_json
+    with pytest.raises(APIError) as exc:
+        await a.client.settle("ref-1", a.bank_id, b.bank_id, 50, reference=bytes(32))
+    assert (exc.value.status, exc.value.code) == (409, "payment_conflict")
+    with pytest.raises(APIError) as exc:
+        await a.client.call("POST", "/v1/settlements", {"payment_id": "ref-2", "payer_bank": a.bank_id,
+                                                        "payee_bank": b.bank_id, "amount": 1, "reference": "ab"})
+    assert (exc.value.status, exc.value.code) == (422, "reference_invalid")
+    await assert_supply_invariant(central_bank.pool)

@@ -95,7 +95,7 @@ async def test_memory_nonce_store_refuses_a_replay_and_stays_bounded():
     assert len(store._seen) <= 4
 
 
-NOTICE = SettlementNotice("bank-a:42", "bank-a", "bank-b", 2500, bytes(range(32)), NOW)
+NOTICE = SettlementNotice("bank-a:42", "bank-a", "bank-b", 2500, bytes(range(32)), NOW, bytes([9]) * 32)
 
 
 def test_notice_round_trip_and_offline_verification():
@@ -107,7 +107,8 @@ def test_notice_round_trip_and_offline_verification():
 
 @pytest.mark.parametrize("change", [dict(payment_id="bank-a:43"), dict(payer_bank="bank-c"),
                                     dict(payee_bank="bank-c"), dict(amount=2501), dict(tx_id=bytes(32)),
-                                    dict(settled_at=NOW + 1), dict(tx_id=b"short"), dict(amount=-1)])
+                                    dict(settled_at=NOW + 1), dict(tx_id=b"short"), dict(amount=-1),
+                                    dict(reference=bytes(32)), dict(reference=b"short")])
 def test_every_notice_field_is_bound(change):
     signature = sign_notice(KEY, NOTICE)
     assert not verify_notice(KEY.public_key, dataclasses.replace(NOTICE, **change), signature)
@@ -120,7 +121,7 @@ def test_a_notice_signature_is_not_a_request_or_tx_signature():
 
 
 @pytest.mark.parametrize("change", [{"amount": "2500"}, {"amount": 2500.0}, {"extra": 1}, {"tx_id": "zz"},
-                                    {"payer_bank": "Bank A"}])
+                                    {"payer_bank": "Bank A"}, {"reference": "00"}])
 def test_malformed_notice_json_is_refused(change):
     obj = {**notice_to_json(NOTICE, sign_notice(KEY, NOTICE)), **change}
     with pytest.raises(Unprocessable) as exc:

@@ -1,0 +1,67 @@
+"""The recovery loop: finishes whatever a crash, a timeout or an unreachable peer interrupted.
+
+One task per process, started in the app's cleanup_ctx. Each pass (bounded: at most
+``recovery_rows_max`` rows of each kind, every HTTP call under ``http_timeout_seconds``):
+
+  fundings  debited -> funded -> minted (or failed, deposit returned)
+  defunds   burned -> defunded -> credited
+  payments  pending -> settled | refunded;  settled -> completed (re-push the notice)
+
+Every step is idempotent (stored tier-1 bytes re-sent, deterministic tier-2 transactions, unique
+payment ids at the central bank and at the payee bank), so a pass may safely repeat work another
+pass, another process or a request handler is doing. The loop runs every
+``recovery_interval_seconds`` and at once when new work is signalled (a new outbound payment).
+It is also the settlement worker: a payment's first settlement attempt is this loop's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from commercial_bank import store
+from commercial_bank.funding import Flows
+from commercial_bank.payments import Payments
+from shared.errors import CBDCError
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    def __init__(self, flows: Flows, payments: Payments) -> None:
+        self.flows = flows
+        self.payments = payments
+        self.bank = flows.bank
+        self.interval_seconds = self.bank.settings.recovery_interval_seconds
+        self.rows_max = self.bank.settings.recovery_rows_max
+
+    async def run(self) -> None:
+        """Until cancelled: a pass, then wait for new work or the interval."""
+        while True:
+            try:
+                await self.run_once()
+                self.bank.metrics.recovery_passes.labels("ok").inc()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.bank.metrics.recovery_passes.labels("error").inc()
+                log.exception("recovery pass failed; retrying in %.1f s", self.interval_seconds)
+            try:
+                await asyncio.wait_for(self.payments.wakeup.wait(), self.interval_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self.payments.wakeup.clear()
+
+    async def run_once(self) -> None:
+        for row in await store.open_fundings(self.bank.pool, self.rows_max):
+            await self._step("funding", row["funding_id"], self.flows.drive_funding(row))
+        for row in await store.open_defunds(self.bank.pool, self.rows_max):
+            await self._step("defund", row["defund_id"], self.flows.drive_defund(row))
+        await self.payments.settle_pending()
+        await self.payments.push_settled()
+
+    @staticmethod
+    async def _step(flow: str, ident: str, step) -> None:
+        try:
+            await step
+        except CBDCError as exc:   # e.g. the central bank is not answering: next pass
+            log.info("%s %s not finished: %s", flow, ident, exc.code)

@@ -1,0 +1,370 @@
+"""ALL of the commercial bank's SQL, as named constants beside small async functions.
+
+Database errors are translated here and nowhere else. Callers own transactions: a function that
+takes ``conn`` runs in the caller's transaction; one that takes ``db`` runs on a pool or inside
+the caller's transaction. Timestamps are unix seconds from the service's clock.
+"""
+from __future__ import annotations
+
+import asyncpg
+
+from shared.errors import Conflict
+
+Executor = asyncpg.Pool | asyncpg.Connection
+
+# ---------------------------------------------------------------------------------------------
+# health
+
+PING_SQL = "SELECT 1"
+SCHEMA_SQL = "SELECT 1 FROM cbdc_schema WHERE component = 'commercial_bank' AND version = $1"
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    await pool.fetchval(PING_SQL)
+
+
+async def has_schema(pool: asyncpg.Pool, version: int) -> bool:
+    return bool(await pool.fetchval(SCHEMA_SQL, version))
+
+
+# ---------------------------------------------------------------------------------------------
+# wallets (the customer record) and deposit accounts
+
+WALLET_COLUMNS = "public_key, customer_name, kyc_tier, deposit_account, registered_at"
+INSERT_ACCOUNT_SQL = "INSERT INTO bank_deposit_accounts (account_id, balance, created_at) VALUES ($1, 0, $2)"
+INSERT_WALLET_SQL = f"""INSERT INTO bank_wallets ({WALLET_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+                        ON CONFLICT (public_key) DO NOTHING RETURNING {WALLET_COLUMNS}"""
+GET_WALLET_SQL = f"SELECT {WALLET_COLUMNS} FROM bank_wallets WHERE public_key = $1"
+LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS} FROM bank_wallets WHERE public_key = ANY($1::bytea[])
+                       ORDER BY public_key FOR UPDATE"""
+ACCOUNT_BALANCE_SQL = "SELECT balance FROM bank_deposit_accounts WHERE account_id = $1"
+DEPOSIT_ENTRY_SQL = """WITH e AS (
+                           INSERT INTO bank_deposit_entries (entry_key, account_id, amount, created_at)
+                           VALUES ($1, $2, $3, $4) ON CONFLICT (entry_key) DO NOTHING RETURNING amount)
+                       UPDATE bank_deposit_accounts a SET balance = a.balance + e.amount FROM e
+                        WHERE a.account_id = $2 RETURNING a.balance"""
+ENTRY_EXISTS_SQL = "SELECT amount FROM bank_deposit_entries WHERE entry_key = $1"
+
+
+async def insert_wallet(conn: asyncpg.Connection, public_key: bytes, name: str, tier: str,
+                        account_id: str | None, now: int) -> asyncpg.Record | None:
+    """The new wallet, or None if the key is already registered (the caller rolls back)."""
+    if account_id is not None:
+        await conn.execute(INSERT_ACCOUNT_SQL, account_id, now)
+    return await conn.fetchrow(INSERT_WALLET_SQL, public_key, name, tier, account_id, now)
+
+
+async def get_wallet(db: Executor, public_key: bytes) -> asyncpg.Record | None:
+    return await db.fetchrow(GET_WALLET_SQL, public_key)
+
+
+async def lock_wallets(conn: asyncpg.Connection, keys: list[bytes]) -> dict[bytes, asyncpg.Record]:
+    """Lock the registered wallets among ``keys`` (in key order: no deadlock between batches)."""
+    return {r["public_key"]: r for r in await conn.fetch(LOCK_WALLETS_SQL, keys)}
+
+
+async def account_balance(db: Executor, account_id: str) -> int:
+    return await db.fetchval(ACCOUNT_BALANCE_SQL, account_id)
+
+
+async def deposit_entry(conn: asyncpg.Connection, entry_key: str, account_id: str, amount: int,
+                        now: int) -> bool:
+    """Change a deposit balance by ``amount`` once per ``entry_key``; False if already done.
+
+    A debit below zero raises Conflict(deposit_insufficient) (the caller's transaction is void)."""
+    try:
+        balance = await conn.fetchval(DEPOSIT_ENTRY_SQL, entry_key, account_id, amount, now)
+    except asyncpg.CheckViolationError:
+        raise Conflict("the deposit account's balance is too low", code="deposit_insufficient") from None
+    return balance is not None
+
+
+async def entry_exists(db: Executor, entry_key: str) -> bool:
+    return await db.fetchval(ENTRY_EXISTS_SQL, entry_key) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# request nonces
+
+REMEMBER_NONCE_SQL = """INSERT INTO bank_request_nonces (key_id, nonce, timestamp) VALUES ($1, $2, $3)
+                        ON CONFLICT DO NOTHING RETURNING 1"""
+EXPIRE_NONCES_SQL = "DELETE FROM bank_request_nonces WHERE timestamp < $1"
+
+
+class PostgresNonceStore:
+    """signing.NonceStore on PostgreSQL: a replay is refused across processes and restarts."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def remember(self, key_id: str, nonce: str, timestamp: int) -> bool:
+        return await self.pool.fetchval(REMEMBER_NONCE_SQL, key_id, nonce, timestamp) is not None
+
+    async def expire(self, before: int) -> int:
+        return int((await self.pool.execute(EXPIRE_NONCES_SQL, before)).split()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# balances, limits, activity (history and receipts)
+
+BALANCES_SQL = """SELECT owner, coalesce(sum(amount), 0)::bigint AS total FROM ledger_utxo
+                   WHERE owner = ANY($1::bytea[]) GROUP BY owner"""
+OUTGOING_SINCE_SQL = """SELECT wallet, coalesce(sum(outgoing), 0)::bigint AS total FROM bank_activity
+                         WHERE wallet = ANY($1::bytea[]) AND at >= $2 GROUP BY wallet"""
+OPEN_FUNDING_SQL = """SELECT coalesce(sum(amount), 0)::bigint FROM bank_fundings
+                       WHERE wallet = $1 AND state IN ('debited', 'funded')"""
+LOGGED_SQL = "SELECT tx_id FROM ledger_tx WHERE tx_id = ANY($1::bytea[])"
+INSERT_ACTIVITY_SQL = """INSERT INTO bank_activity (wallet, seq, tx_id, kind, delta, outgoing, counterparty,
+                                                    reference, at)
+                         SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[],
+                                              $6::bigint[], $7::text[], $8::text[], $9::bigint[])
+                         ON CONFLICT DO NOTHING"""
+HISTORY_SQL = """SELECT seq, tx_id, kind, delta, outgoing, counterparty, reference, at FROM bank_activity
+                  WHERE wallet = $1 AND seq > $2 ORDER BY seq LIMIT $3"""
+RECEIPT_SQL = """SELECT a.seq, a.kind, a.delta, a.counterparty, a.reference, a.at, l.body, l.witnesses,
+                        l.accepted_at
+                   FROM bank_activity a JOIN ledger_tx l ON l.tx_id = a.tx_id
+                  WHERE a.wallet = $1 AND a.tx_id = $2"""
+UNSPENT_TOTAL_SQL = "SELECT coalesce(sum(amount), 0)::bigint FROM ledger_utxo"
+
+ACTIVITY_FIELDS = ("wallet", "seq", "tx_id", "kind", "delta", "outgoing", "counterparty", "reference", "at")
+
+
+async def balances(db: Executor, owners: list[bytes]) -> dict[bytes, int]:
+    return {r["owner"]: r["total"] for r in await db.fetch(BALANCES_SQL, owners)}
+
+
+async def outgoing_since(db: Executor, wallets: list[bytes], since: int) -> dict[bytes, int]:
+    return {r["wallet"]: r["total"] for r in await db.fetch(OUTGOING_SINCE_SQL, wallets, since)}
+
+
+async def open_funding_total(db: Executor, wallet: bytes) -> int:
+    return await db.fetchval(OPEN_FUNDING_SQL, wallet)
+
+
+async def logged(db: Executor, tx_ids: list[bytes]) -> set[bytes]:
+    """Which of these transactions are already in the ledger's log."""
+    return {r["tx_id"] for r in await db.fetch(LOGGED_SQL, tx_ids)}
+
+
+async def insert_activity(conn: asyncpg.Connection, rows: list[dict]) -> None:
+    if rows:
+        await conn.execute(INSERT_ACTIVITY_SQL, *([row[f] for row in rows] for f in ACTIVITY_FIELDS))
+
+
+async def history(db: Executor, wallet: bytes, after_seq: int, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(HISTORY_SQL, wallet, after_seq, limit)
+
+
+async def receipt(db: Executor, wallet: bytes, tx_id: bytes) -> asyncpg.Record | None:
+    return await db.fetchrow(RECEIPT_SQL, wallet, tx_id)
+
+
+async def unspent_total(db: Executor) -> int:
+    return await db.fetchval(UNSPENT_TOTAL_SQL)
+
+
+# ---------------------------------------------------------------------------------------------
+# fundings and defunds
+
+FUNDING_COLUMNS = ("funding_id, wallet, account_id, amount, state, fund_tx, fund_tx_id, mint_tx_id, failure, "
+                   "created_at, updated_at")
+INSERT_FUNDING_SQL = f"""INSERT INTO bank_fundings (funding_id, wallet, account_id, amount, state, created_at,
+                                                    updated_at)
+                         VALUES ($1, $2, $3, $4, 'debited', $5, $5) ON CONFLICT (funding_id) DO NOTHING
+                         RETURNING {FUNDING_COLUMNS}"""
+GET_FUNDING_SQL = f"SELECT {FUNDING_COLUMNS} FROM bank_fundings WHERE funding_id = $1"
+STORE_FUND_TX_SQL = f"""UPDATE bank_fundings SET fund_tx = $2, fund_tx_id = $3, updated_at = $4
+                        WHERE funding_id = $1 AND state = 'debited' AND fund_tx_id IS NOT DISTINCT FROM $5
+                        RETURNING {FUNDING_COLUMNS}"""
+FUNDING_STATE_SQL = f"""UPDATE bank_fundings SET state = $3, mint_tx_id = coalesce($4, mint_tx_id),
+                               failure = coalesce($5, failure), updated_at = $6
+                         WHERE funding_id = $1 AND state = $2 RETURNING {FUNDING_COLUMNS}"""
+FUNDING_FAILED_SQL = f"""UPDATE bank_fundings SET state = 'failed', failure = $2, updated_at = $3
+                          WHERE funding_id = $1 AND state = 'debited' AND fund_tx_id IS NOT DISTINCT FROM $4
+                          RETURNING {FUNDING_COLUMNS}"""
+OPEN_FUNDINGS_SQL = f"""SELECT {FUNDING_COLUMNS} FROM bank_fundings WHERE state IN ('debited', 'funded')
+                        ORDER BY created_at LIMIT $1"""
+
+DEFUND_COLUMNS = ("defund_id, kind, wallet, account_id, amount, burn_tx_id, state, defund_tx, defund_tx_id, "
+                  "created_at, updated_at")
+INSERT_DEFUND_SQL = f"""INSERT INTO bank_defunds (defund_id, kind, wallet, account_id, amount, burn_tx_id, state,
+                                                  created_at, updated_at)
+                        VALUES ($1, $7, $2, $3, $4, $5, 'burned', $6, $6) ON CONFLICT DO NOTHING
+                        RETURNING {DEFUND_COLUMNS}"""
+GET_DEFUND_SQL = f"SELECT {DEFUND_COLUMNS} FROM bank_defunds WHERE defund_id = $1"
+STORE_DEFUND_TX_SQL = f"""UPDATE bank_defunds SET defund_tx = $2, defund_tx_id = $3, updated_at = $4
+                          WHERE defund_id = $1 AND state = 'burned' AND defund_tx_id IS NOT DISTINCT FROM $5
+                          RETURNING {DEFUND_COLUMNS}"""
+DEFUND_STATE_SQL = f"""UPDATE bank_defunds SET state = $3, updated_at = $4 WHERE defund_id = $1 AND state = $2
+                       RETURNING {DEFUND_COLUMNS}"""
+OPEN_DEFUNDS_SQL = f"""SELECT {DEFUND_COLUMNS} FROM bank_defunds WHERE state IN ('burned', 'defunded')
+                       ORDER BY created_at LIMIT $1"""
+
+
+async def insert_funding(conn: asyncpg.Connection, funding_id: str, wallet: bytes, account_id: str, amount: int,
+                         now: int) -> asyncpg.Record | None:
+    """The new funding row, or None if the id exists (read it with get_funding)."""
+    return await conn.fetchrow(INSERT_FUNDING_SQL, funding_id, wallet, account_id, amount, now)
+
+
+async def get_funding(db: Executor, funding_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(GET_FUNDING_SQL, funding_id)
+
+
+async def store_fund_tx(db: Executor, funding_id: str, tx_json: bytes, tx_id: bytes, now: int,
+                        replaces: bytes | None) -> asyncpg.Record | None:
+    """Store the fund tx if the row still holds ``replaces`` (None: none yet); None if it moved on."""
+    return await db.fetchrow(STORE_FUND_TX_SQL, funding_id, tx_json, tx_id, now, replaces)
+
+
+async def set_funding_state(db: Executor, funding_id: str, old: str, new: str, now: int, *,
+                            mint_tx_id: bytes | None = None, failure: str | None = None) -> asyncpg.Record | None:
+    return await db.fetchrow(FUNDING_STATE_SQL, funding_id, old, new, mint_tx_id, failure, now)
+
+
+async def funding_failed(conn: asyncpg.Connection, funding_id: str, failure: str, now: int,
+                         dead_tx_id: bytes | None) -> asyncpg.Record | None:
+    """Mark a funding failed if its stored fund tx is still ``dead_tx_id`` (known never to apply)."""
+    return await conn.fetchrow(FUNDING_FAILED_SQL, funding_id, failure, now, dead_tx_id)
+
+
+async def open_fundings(db: Executor, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(OPEN_FUNDINGS_SQL, limit)
+
+
+async def insert_defund(conn: asyncpg.Connection, defund_id: str, wallet: bytes, account_id: str, amount: int,
+                        burn_tx_id: bytes | None, now: int, kind: str = "burn") -> asyncpg.Record | None:
+    """A defund row (state burned); kind 'waterfall' has no burn. None if the id exists."""
+    return await conn.fetchrow(INSERT_DEFUND_SQL, defund_id, wallet, account_id, amount, burn_tx_id, now, kind)
+
+
+async def get_defund(db: Executor, defund_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(GET_DEFUND_SQL, defund_id)
+
+
+async def store_defund_tx(db: Executor, defund_id: str, tx_json: bytes, tx_id: bytes, now: int,
+                          replaces: bytes | None) -> asyncpg.Record | None:
+    return await db.fetchrow(STORE_DEFUND_TX_SQL, defund_id, tx_json, tx_id, now, replaces)
+
+
+async def set_defund_state(db: Executor, defund_id: str, old: str, new: str, now: int) -> asyncpg.Record | None:
+    return await db.fetchrow(DEFUND_STATE_SQL, defund_id, old, new, now)
+
+
+async def open_defunds(db: Executor, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(OPEN_DEFUNDS_SQL, limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-bank payments: the outbox (payer side) and the inbound record (payee side)
+
+PAYMENT_COLUMNS = ("payment_id, payer, payee_bank, payee_key, amount, outbound_tx_id, outbound_tx, state, notice, "
+                   "refusal_code, refund_tx_id, attempts, last_error, created_at, updated_at")
+INSERT_PAYMENTS_SQL = """INSERT INTO bank_payments (payment_id, payer, payee_bank, payee_key, amount,
+                                                    outbound_tx_id, outbound_tx, state, created_at, updated_at)
+                         SELECT p, w, b, k, a, t, j, 'pending', n, n
+                           FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bigint[],
+                                       $6::bytea[], $7::bytea[]) AS x(p, w, b, k, a, t, j), (SELECT $8::bigint) AS c(n)
+                         ON CONFLICT DO NOTHING RETURNING payment_id"""
+PAYMENT_IDS_SQL = "SELECT payment_id, outbound_tx_id FROM bank_payments WHERE payment_id = ANY($1::text[])"
+GET_PAYMENT_SQL = f"SELECT {PAYMENT_COLUMNS} FROM bank_payments WHERE payment_id = $1"
+OPEN_PAYMENTS_SQL = f"""SELECT {PAYMENT_COLUMNS} FROM bank_payments WHERE state = $1
+                        ORDER BY created_at, payment_id LIMIT $2"""
+PAYMENT_SETTLED_SQL = f"""UPDATE bank_payments SET state = 'settled', notice = $2, updated_at = $3
+                          WHERE payment_id = $1 AND state = 'pending' RETURNING {PAYMENT_COLUMNS}"""
+PAYMENT_COMPLETED_SQL = f"""UPDATE bank_payments SET state = 'completed', updated_at = $2, last_error = NULL
+                            WHERE payment_id = $1 AND state = 'settled' RETURNING {PAYMENT_COLUMNS}"""
+PAYMENT_REFUNDED_SQL = f"""UPDATE bank_payments SET state = 'refunded', refusal_code = $2, refund_tx_id = $3,
+                                  updated_at = $4
+                            WHERE payment_id = $1 AND state = 'pending' RETURNING {PAYMENT_COLUMNS}"""
+PAYMENT_ERROR_SQL = """UPDATE bank_payments SET attempts = attempts + 1, last_error = $2, updated_at = $3
+                        WHERE payment_id = $1"""
+OUTBOX_SQL = """SELECT state, count(*) AS n, coalesce(min(created_at), 0)::bigint AS oldest FROM bank_payments
+                 WHERE state IN ('pending', 'settled') GROUP BY state"""
+
+INBOUND_COLUMNS = ("payment_id, payer_bank, payee_key, amount, deposit_amount, outbound_tx_id, settle_tx_id, "
+                   "inbound_tx_id, credited_at")
+INSERT_INBOUND_SQL = f"""INSERT INTO bank_inbound ({INBOUND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
+GET_INBOUND_SQL = f"SELECT {INBOUND_COLUMNS} FROM bank_inbound WHERE payment_id = $1"
+
+
+async def insert_payments(conn: asyncpg.Connection, rows: list[tuple], now: int) -> set[str]:
+    """Outbox rows (payment id, payer, payee bank, payee key, amount, tx id, tx json); ids inserted."""
+    columns = [list(c) for c in zip(*rows)]
+    return {r["payment_id"] for r in await conn.fetch(INSERT_PAYMENTS_SQL, *columns, now)}
+
+
+async def payment_tx_ids(db: Executor, payment_ids: list[str]) -> dict[str, bytes]:
+    return {r["payment_id"]: r["outbound_tx_id"] for r in await db.fetch(PAYMENT_IDS_SQL, payment_ids)}
+
+
+async def get_payment(db: Executor, payment_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(GET_PAYMENT_SQL, payment_id)
+
+
+async def open_payments(db: Executor, state: str, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(OPEN_PAYMENTS_SQL, state, limit)
+
+
+async def payment_settled(db: Executor, payment_id: str, notice: bytes, now: int) -> asyncpg.Record | None:
+    return await db.fetchrow(PAYMENT_SETTLED_SQL, payment_id, notice, now)
+
+
+async def payment_completed(db: Executor, payment_id: str, now: int) -> asyncpg.Record | None:
+    return await db.fetchrow(PAYMENT_COMPLETED_SQL, payment_id, now)
+
+
+async def payment_refunded(conn: asyncpg.Connection, payment_id: str, code: str, refund_tx_id: bytes,
+                           now: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(PAYMENT_REFUNDED_SQL, payment_id, code, refund_tx_id, now)
+
+
+async def payment_error(db: Executor, payment_id: str, error: str, now: int) -> None:
+    await db.execute(PAYMENT_ERROR_SQL, payment_id, error[:500], now)
+
+
+async def outbox(db: Executor) -> dict[str, tuple[int, int]]:
+    """Open payments by state: (count, created_at of the oldest)."""
+    return {r["state"]: (r["n"], r["oldest"]) for r in await db.fetch(OUTBOX_SQL)}
+
+
+async def insert_inbound(conn: asyncpg.Connection, payment_id: str, payer_bank: str, payee_key: bytes,
+                         amount: int, deposit_amount: int, outbound_tx_id: bytes, settle_tx_id: bytes,
+                         inbound_tx_id: bytes | None, now: int) -> bool:
+    """Record the credit of a payment; False if it was already recorded (nothing written)."""
+    return await conn.fetchval(INSERT_INBOUND_SQL, payment_id, payer_bank, payee_key, amount, deposit_amount,
+                               outbound_tx_id, settle_tx_id, inbound_tx_id, now) is not None
+
+
+async def get_inbound(db: Executor, payment_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(GET_INBOUND_SQL, payment_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# reservations of room in a payee's holding limit (payee side of a cross-bank payment)
+
+RESERVATION_COLUMNS = "payment_id, payer_bank, payee_key, amount, room, created_at, expires_at"
+INSERT_RESERVATION_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                             ON CONFLICT (payment_id) DO NOTHING RETURNING {RESERVATION_COLUMNS}"""
+GET_RESERVATION_SQL = f"SELECT {RESERVATION_COLUMNS} FROM bank_reservations WHERE payment_id = $1"
+RESERVED_SQL = """SELECT r.payee_key, coalesce(sum(r.room), 0)::bigint AS total FROM bank_reservations r
+                   WHERE r.payee_key = ANY($1::bytea[]) AND r.expires_at >= $2 AND r.payment_id <> $3
+                     AND NOT EXISTS (SELECT 1 FROM bank_inbound i WHERE i.payment_id = r.payment_id)
+                   GROUP BY r.payee_key"""
+
+
+async def insert_reservation(conn: asyncpg.Connection, payment_id: str, payer_bank: str, payee_key: bytes,
+                             amount: int, room: int, now: int, expires_at: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(INSERT_RESERVATION_SQL, payment_id, payer_bank, payee_key, amount, room, now,
+                               expires_at)
+
+
+async def get_reservation(db: Executor, payment_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(GET_RESERVATION_SQL, payment_id)
+
+
+async def reserved(db: Executor, keys: list[bytes], now: int, *, excluding: str = "") -> dict[bytes, int]:
+    """Room held by open reservations per payee key (not expired, not yet credited; not ``excluding``)."""
+    return {r["payee_key"]: r["total"] for r in await db.fetch(RESERVED_SQL, keys, now, excluding)}

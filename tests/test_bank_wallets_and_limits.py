@@ -1,0 +1,218 @@
+"""A commercial bank in process (real create_app, real central bank, real PostgreSQL): onboarding,
+wallet-signed reads, KYC limits and on-us transfers; every money-moving test ends with the system audit."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from commercial_bank.client import APIError, build_spend, coins_of
+from shared.crypto import PrivateKey
+from shared.signing import NONCE, sign_request
+from shared.tx import Output, Tx
+from shared.validation import sign
+from tests.bank_harness import assert_system_consistent, start_bank, stop_bank
+
+MAJOR = 100
+
+
+@pytest.fixture(scope="module")
+async def bank(central_bank):
+    b = await start_bank(central_bank, "wl")
+    yield b
+    await stop_bank(b)
+
+
+async def _refused(call, status: int, code: str) -> dict:
+    with pytest.raises(APIError) as exc:
+        await call
+    assert (exc.value.status, exc.value.code) == (status, code), exc.value.problem
+    return exc.value.problem
+
+
+async def test_onboarding_and_signed_reads(bank):
+    w = await bank.wallet("basic", account=True)
+    record = await w.client.wallet()
+    assert record["kyc_tier"] == "basic" and record["balance"] == 0
+    assert record["limits"]["per_payment"] == 5_000 * MAJOR and record["limits"]["holding"] == 20_000 * MAJOR
+    await _refused(w.client.register("Again", "basic"), 409, "wallet_exists")
+    stranger = bank.client(PrivateKey.generate())
+    await _refused(stranger.register("X", "platinum"), 422, "kyc_tier_unknown")
+    await _refused(stranger.register("\x00", "basic"), 422, "field_invalid")
+    # reads are the wallet's own, signed, fresh, for this bank
+    status, problem = await bank.client(None).raw("GET", f"/v1/wallets/{w.client.me}")
+    assert (status, problem["code"]) == (401, "signature_missing")
+    status, problem = await stranger.raw("GET", f"/v1/wallets/{w.client.me}")
+    assert (status, problem["code"]) == (403, "not_permitted")
+    path = f"/v1/wallets/{w.client.me}"
+    headers = w.client.signed_headers("GET", path, b"")
+    assert (await w.client.raw("GET", path, headers=headers))[0] == 200
+    status, problem = await w.client.raw("GET", path, headers=headers)
+    assert (status, problem["code"]) == (401, "nonce_reused")
+    other_bank = w.client.signed_headers("GET", path, b"")
+    forged = sign_request(w.key, f"wallet:{w.client.me}", "GET", path, b"", now=int(bank.cb.clock()),
+                          ledger="bank-elsewhere")
+    status, problem = await w.client.raw("GET", path, headers=forged)
+    assert (status, problem["code"]) == (401, "signature_invalid")
+    status, _ = await w.client.raw("GET", path, headers={**other_bank, NONCE: "ab" * 16})
+    assert status == 401
+    await _refused(bank.client(PrivateKey.generate()).wallet(), 404, "wallet_not_found")
+
+
+async def test_funding_and_defunding_move_deposit_escrow_and_coins_once(bank):
+    cb_client = bank.cb.operator()
+    escrow_before = (await cb_client.balances(bank.bank_id))["escrow"]
+    w = await bank.wallet("full", deposit=30_000)
+    first = await w.client.fund("f-1", 20_000)
+    assert first["state"] == "minted"
+    assert await w.client.fund("f-1", 20_000) == first                       # a retry: same answer
+    await _refused(w.client.fund("f-1", 20_001), 409, "funding_conflict")
+    await _refused(w.client.fund("f-2", 10_001), 409, "deposit_insufficient")
+    assert await w.client.balance() == 20_000
+    assert (await cb_client.balances(bank.bank_id))["escrow"] == escrow_before + 20_000
+    burn = build_spend(w.key, bank.bank_id, "burn", await _coins(w), amount=7_000, reference="d-1")
+    done = await w.client.defund(burn)
+    assert done["state"] == "credited" and done["amount"] == 7_000
+    assert await w.client.defund(burn) == done
+    assert await w.client.balance() == 13_000
+    assert (await w.client.credit_deposit(1, "probe"))["balance"] == 30_000 - 20_000 + 7_000 + 1
+    assert (await cb_client.balances(bank.bank_id))["escrow"] == escrow_before + 13_000
+    history = await w.client.history()
+    assert [e["kind"] for e in history] == ["mint", "burn"] and [e["change"] for e in history] == [20_000, -7_000]
+    receipt = await w.client.receipt(history[1]["tx_id"])
+    assert receipt["transaction"]["kind"] == "burn" and receipt["reference"] == "d-1"
+    await assert_system_consistent(bank.cb, [bank])
+
+
+async def _coins(w):
+    return coins_of(await w.client.unspent())
+
+
+async def test_holding_limit_refuses_funding(bank):
+    w = await bank.wallet("anonymous", deposit=20_000 * MAJOR)
+    assert (await w.client.fund("a-1", 9_000 * MAJOR))["state"] == "minted"
+    await _refused(w.client.fund("a-2", 1_001 * MAJOR), 409, "limit_holding")
+    assert (await w.client.wallet())["limits"]["room_to_hold"] == 1_000 * MAJOR
+
+
+async def test_on_us_transfers_and_every_limit(bank):
+    alice = await bank.funded_wallet(9_000 * MAJOR, tier="anonymous")
+    bob = await bank.wallet("anonymous")
+    carol = await bank.wallet("full")
+    client = alice.client
+    ok = await alice.spend("transfer", 1_500 * MAJOR, to=bob.public_key)
+    assert (await client.transfer(ok))["result"] == "created"
+    assert (await client.transfer(ok))["result"] == "exists"          # a resubmission is not a second payment
+    assert await bob.client.balance() == 1_500 * MAJOR
+    await _refused(client.transfer(await alice.spend("transfer", 2_001 * MAJOR, to=carol.public_key)), 422,
+                   "limit_per_payment")
+    await client.transfer(await alice.spend("transfer", 2_000 * MAJOR, to=carol.public_key))
+    await _refused(client.transfer(await alice.spend("transfer", 1_501 * MAJOR, to=carol.public_key)), 409,
+                   "limit_daily")                                     # 1,500 + 2,000 + 1,501 > 5,000
+    await _refused(client.transfer(await carol.spend("transfer", 1 * MAJOR, to=PrivateKey.generate().public_key)),
+                   422, "payee_unknown")
+    rich = await bank.funded_wallet(20_000 * MAJOR)
+    await _refused(rich.client.transfer(await rich.spend("transfer", 8_501 * MAJOR, to=bob.public_key)), 409,
+                   "payee_holding_limit")                             # bob holds 1,500 of 10,000
+    # spending another wallet's coins, another ledger, a double spend
+    coins = await _coins(bob)
+    theft = sign(Tx(bank.bank_id, "transfer", tuple(coins), (Output(carol.public_key, 1_500 * MAJOR),)), carol.key)
+    await _refused(client.transfer(theft), 422, "witness_unexpected")   # carol cannot sign for bob's coins
+    elsewhere = build_spend(bob.key, "bank-elsewhere", "transfer", coins, amount=10, to=carol.public_key)
+    await _refused(client.transfer(elsewhere), 422, "wrong_ledger")
+    first = build_spend(bob.key, bank.bank_id, "transfer", coins, amount=10, to=carol.public_key)
+    second = build_spend(bob.key, bank.bank_id, "transfer", coins, amount=11, to=carol.public_key)
+    await client.transfer(first)
+    await _refused(client.transfer(second), 409, "input_already_spent")
+    metrics = await (await client.session.get(bank.url + "/metrics")).text()
+    assert 'cbdc_bank_limit_refusals_total{reason="limit_daily"}' in metrics
+    assert "cbdc_bank_issued_minor_units" in metrics and "cbdc_bank_escrow_minor_units" in metrics
+    await assert_system_consistent(bank.cb, [bank])
+
+
+async def test_concurrent_payments_cannot_together_break_the_daily_limit(bank):
+    alice = await bank.funded_wallet(9_000 * MAJOR, tier="anonymous")
+    payees = [await bank.wallet("full") for _ in range(5)]
+    coins = await _coins(alice)
+    assert len(coins) == 1
+    # five transfers of 1,500 spending distinct outputs: first split the coin
+    split = sign(Tx(bank.bank_id, "transfer", tuple(coins), tuple(Output(alice.public_key, 1_800 * MAJOR)
+                                                                  for _ in range(5))), alice.key)
+    await alice.client.transfer(split)
+    coins = await _coins(alice)
+    spends = [build_spend(alice.key, bank.bank_id, "transfer", [c], amount=1_500 * MAJOR, to=p.public_key)
+              for c, p in zip(coins, payees)]
+    answers = await asyncio.gather(*(alice.client.transfer(s) for s in spends), return_exceptions=True)
+    created = [a for a in answers if isinstance(a, dict)]
+    refused = [a for a in answers if isinstance(a, APIError)]
+    assert len(created) == 3 and {e.code for e in refused} == {"limit_daily"}, answers   # 3 x 1,500 <= 5,000
+    assert (await alice.client.wallet())["limits"]["used_today"] == 4_500 * MAJOR
+    await assert_system_consistent(bank.cb, [bank])
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"{not json", 400, "malformed_json"),
+    (b"[]", 422, "wrong_type"),
+    (b'{"version": 1}', 422, "field_missing"),
+    (b'{"version": 1, "ledger": "x", "kind": "transfer", "inputs": [], "outputs": [], "extra": 1}', 422,
+     "unknown_field"),
+])
+async def test_malformed_spends_are_problem_json(bank, body, status, code):
+    got, problem = await bank.client(None).raw("POST", "/v1/transfers", body)
+    assert (got, problem["code"]) == (status, code)
+
+
+async def test_open_endpoints(bank):
+    c = bank.client(None)
+    for path in ("/healthz", "/readyz"):
+        assert (await c.raw("GET", path))[0] == 200
+    status, document = await c.raw("GET", "/openapi.json")
+    assert status == 200 and document["openapi"] == "3.1.0"
+    routes = {r.resource.canonical for r in bank.server.app.router.routes()}
+    assert routes == set(document["paths"])
+
+
+def test_settings_fail_loudly_and_mask_secrets():
+    from commercial_bank.settings import load
+    from shared.errors import ConfigError
+    from tests.bank_harness import environment
+    env = environment("http://127.0.0.1:1", "postgresql://u:pw@127.0.0.1/x", "bank-q", bytes(32), "db_q")
+    settings = load(env)
+    assert "pw@" not in repr(settings) and bytes(32).hex() not in repr(settings)
+    tiers = settings.tiers()
+    assert (tiers["anonymous"].per_payment, tiers["anonymous"].daily, tiers["anonymous"].holding) == \
+        (2_000 * MAJOR, 5_000 * MAJOR, 10_000 * MAJOR)
+    assert (tiers["full"].per_payment, tiers["full"].daily, tiers["full"].holding) == \
+        (50_000 * MAJOR, 100_000 * MAJOR, 500_000 * MAJOR)
+    for name, value in (("CBDC_BANK_ID", "cb"), ("CBDC_BANK_ID", "Bank A"), ("CBDC_BANK_KYC_TIERS", "x:1/2"),
+                        ("CBDC_BANK_KYC_TIERS", "a:0/1/1"), ("CBDC_BANK_CENTRAL_BANK_KEY", "00" * 32),
+                        ("CBDC_BANK_SIGNING_SEED", "abc"), ("CBDC_BANK_CENTRAL_BANK_URL", "ftp://x")):
+        with pytest.raises(ConfigError):
+            load({**env, name: value})
+    assert load({**env, "CBDC_BANK_DATABASE_NAME": ""}).database == "cbdc_bank_bank_q"
+
+
+async def test_history_is_paginated_by_seq_and_receipts_are_the_wallets_own(bank):
+    alice = await bank.funded_wallet(1_000)
+    bob = await bank.wallet("full")
+    for n in range(3):
+        await alice.client.transfer(await alice.spend("transfer", 10 + n, to=bob.public_key))
+    entries = await alice.client.history()
+    assert [e["kind"] for e in entries] == ["mint", "transfer", "transfer", "transfer"]
+    assert [e["change"] for e in entries] == [1_000, -10, -11, -12]
+    page, after = [], 0
+    for _ in range(10):   # bounded
+        chunk = await alice.client.history(after_seq=after, limit=1)
+        if not chunk:
+            break
+        page += chunk
+        after = chunk[-1]["seq"]
+    assert page == entries
+    assert [e["change"] for e in await bob.client.history()] == [10, 11, 12]
+    receipt = await bob.client.receipt(entries[1]["tx_id"])
+    assert receipt["change"] == 10 and receipt["counterparty"] == alice.client.me
+    stranger = await bank.wallet("basic")
+    with pytest.raises(APIError) as exc:
+        await stranger.client.receipt(entries[1]["tx_id"])
+    assert exc.value.code == "receipt_not_found"
+    await assert_system_consistent(bank.cb, [bank])

@@ -88,11 +88,12 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     embedded: object | None = None
     server_url: str = ""
+    external_server: bool = False   # CBDC_DATABASE_URL: a server this supervisor did not start
 
     def _database(self) -> None:
         url = os.environ.get("CBDC_DATABASE_URL")
         if url:
-            self.server_url = url
+            self.server_url, self.external_server = url, True
             return
         self.say(f"starting the embedded PostgreSQL in {self.state_dir / 'pgdata'}")
         self.embedded = db.start_embedded(self.state_dir)
@@ -168,7 +169,7 @@ class Supervisor:
             existing = state.read_system(self.state_dir)
         except state.StateError:
             existing = None
-        if existing is not None and _alive(existing.supervisor_pid):
+        if existing is not None and alive(existing.supervisor_pid):
             raise StartError(f"a system is already running from {self.state_dir} (supervisor pid "
                              f"{existing.supervisor_pid}); stop it with `cbdc down`")
         self._database()
@@ -221,6 +222,12 @@ class Supervisor:
             self.embedded = None
         state.remove_system(self.state_dir)
 
+    async def drop_databases(self) -> None:
+        """After stop(): drop the services' databases on a shared server (a throwaway system)."""
+        if self.external_server:
+            for child in self.children:
+                await db.drop_database(self.server_url, child.database)
+
 
 def write_prometheus_targets(state_dir: Path, system: state.System) -> Path | None:
     """Copy deploy/prometheus/{prometheus,alerts}.yml into STATE_DIR/prometheus and write the
@@ -253,7 +260,26 @@ def _redact(url: str) -> str:
     return url
 
 
-def _alive(pid: int) -> bool:
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports on 127.0.0.1 (bounded tries)."""
+    import socket
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = sock.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise StartError("no block of free ports on 127.0.0.1")
+
+
+def alive(pid: int) -> bool:
     """Running (a zombie waiting for its parent counts as stopped)."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -271,19 +297,19 @@ def _is_our_service(pid: int, module: str) -> bool:
 def down(state_dir: Path, say: Callable[[str], None] = print) -> int:
     """Stop the system recorded in STATE_DIR/system.json (bounded waits)."""
     system = state.read_system(state_dir)
-    if _alive(system.supervisor_pid):
+    if alive(system.supervisor_pid):
         os.kill(system.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS + 10
-        while _alive(system.supervisor_pid) and time.monotonic() < deadline:
+        while alive(system.supervisor_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not _alive(system.supervisor_pid):
+        if not alive(system.supervisor_pid):
             say("stopped")
             return 0
         say(f"cbdc: the supervisor (pid {system.supervisor_pid}) did not stop in time")
         return 1
     # the supervisor is gone: stop what it left behind, checking each pid is still our service
     for s in system.services:
-        if _alive(s.pid) and _is_our_service(s.pid, s.kind):
+        if alive(s.pid) and _is_our_service(s.pid, s.kind):
             os.kill(s.pid, signal.SIGTERM)
             say(f"stopped orphaned {s.name} (pid {s.pid})")
     state.remove_system(state_dir)

@@ -25,7 +25,7 @@ from commercial_bank import store
 from commercial_bank.metrics import BankMetrics
 from commercial_bank.settings import Settings, Tier
 from shared import crypto
-from shared.amounts import is_amount
+from shared.amounts import format_major, is_amount
 from shared.batcher import MicroBatcher
 from shared.engine import CREATED, INPUT_ALREADY_SPENT, INPUT_CONTENDED, RETRYABLE, ApplyResult, UTXOEngine
 from shared.errors import Conflict, NotFound, Unavailable, Unprocessable
@@ -170,7 +170,7 @@ class CommercialBank:
         tier = self.tier(payer)
         if spend.outgoing > tier.per_payment:
             self.metrics.limit_refusals.labels("limit_per_payment").inc()
-            raise Unprocessable(f"a {tier.name} wallet pays at most {tier.per_payment} per payment",
+            raise Unprocessable(f"a {tier.name} wallet pays at most {format_major(tier.per_payment)} per payment",
                                 code="limit_per_payment")
 
     async def submit(self, spend: Spend, payer: asyncpg.Record, outbound_json: bytes | None = None) -> ApplyResult:
@@ -232,7 +232,7 @@ class CommercialBank:
         tier = self.tier(payer)
         if used.get(s.payer, 0) + s.outgoing > tier.daily:
             self.metrics.limit_refusals.labels("limit_daily").inc()
-            return Conflict(f"a {tier.name} wallet pays at most {tier.daily} per day", code="limit_daily")
+            return Conflict(f"a {tier.name} wallet pays at most {format_major(tier.daily)} per day", code="limit_daily")
         for key, amount in s.received.items():
             payee = wallets.get(key)
             if payee is None:

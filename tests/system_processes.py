@@ -62,6 +62,7 @@ class RunningSystem:
     def __init__(self, state_dir: Path, banks: int = 0) -> None:
         import secrets
         self.state_dir = state_dir
+        self.banks = banks
         self.prefix = f"t{secrets.token_hex(3)}_"
         self.port = free_port_block(1 + banks)
         self.env = dict(os.environ)
@@ -98,6 +99,7 @@ class RunningSystem:
         if "CBDC_DATABASE_URL" in os.environ:
             import asyncio
             from shared import db
-            for s in ("central_bank",):
-                asyncio.run(db.drop_database(os.environ["CBDC_DATABASE_URL"], f"{self.prefix}{s}"))
+            names = ["central_bank"] + [f"bank_{chr(ord('a') + n)}" for n in range(self.banks)]
+            for name in names:
+                asyncio.run(db.drop_database(os.environ["CBDC_DATABASE_URL"], f"{self.prefix}{name}"))
         return status

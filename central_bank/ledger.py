@@ -26,6 +26,7 @@ from shared.batcher import MicroBatcher
 from shared.engine import (CREATED, EXISTS, INPUT_ALREADY_SPENT, INPUT_CONTENDED, RETRYABLE, ApplyResult,
                            UTXOEngine)
 from shared.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from shared.failpoints import failpoint
 from shared.fields import invalid
 from shared.tx import (LEDGER_CB, LEDGER_ID_RE, Output, SignedTx, Tx, decode_body, decode_witnesses,
                        signed_to_json)
@@ -188,6 +189,8 @@ class CentralBank:
         await self._check_permitted(bank, stx.body)
         vtx = validate(stx, self.rules({bank.escrow_owner: bank.public_key}), self.now())
         result = await self.batcher.submit(vtx)
+        if result.code == "created":
+            failpoint("tier1.after_apply")
         self.metrics.transactions.labels(stx.body.kind, result.code).inc()
         if not result.accepted:
             raise _apply_error(result)

@@ -39,6 +39,7 @@ from shared.amounts import checked_sum, is_amount
 from shared.crypto import sha256
 from shared.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
 from shared.fields import invalid
+from shared.failpoints import failpoint
 from shared.notice import PAYMENT_ID_RE, REFERENCE_BYTES, UNBOUND, SettlementNotice, notice_to_json, sign_notice
 from shared.tx import LEDGER_CB, LEDGER_ID_RE, Input, Output, Tx
 from shared.validation import sign, validate
@@ -150,6 +151,10 @@ class Settlement:
             replayed = _replay(requests, recorded)  # raises on a conflict
             new = [r for r in requests if r.payment_id not in recorded]
             rows = await self._record(conn, payer, principal, new) if new else {}
+            if new:
+                failpoint("settle.before_commit")
+        if new:
+            failpoint("settle.after_commit")
         return [replayed[r.payment_id] if r.payment_id in recorded else (rows[r.payment_id], True)
                 for r in requests]
 

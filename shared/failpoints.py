@@ -32,6 +32,10 @@ NAMES = frozenset({
     "payment.after_push", "payment.after_refund",
     # cross-bank payment at the payee bank: inbound credit committed, before answering
     "inbound.before_credit", "inbound.after_credit",
+    # the central bank: a settlement's payment rows and settle tx (one commit), and a bank's tier-1
+    # transaction (fund, defund, ...) through the batcher; crash just before the commit or just
+    # after it, before the answer reaches the bank
+    "settle.before_commit", "settle.after_commit", "tier1.after_apply",
 })
 
 log = logging.getLogger(__name__)

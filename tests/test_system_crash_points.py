@@ -46,8 +46,9 @@ async def _funded(system: System, bank_id: str, amount: int) -> Wallet:
 
 
 def test_every_fail_point_is_covered():
+    from tests.test_system_crash_central_bank import CENTRAL_BANK_POINTS
     covered = {p.values[0] for prefix in ("funding.", "defund.", "payment.", "inbound.") for p in _cases(prefix)}
-    assert covered | {"payment.after_refund"} == failpoints.NAMES
+    assert covered | {"payment.after_refund"} | CENTRAL_BANK_POINTS == failpoints.NAMES
 
 
 @pytest.mark.parametrize("point", _cases("funding."))

@@ -30,12 +30,14 @@ class BankMetrics:
         self.batch_seconds = Histogram("cbdc_bank_batch_db_seconds", "Database time per micro-batch",
                                        registry=registry)
         self.outbox_depth = Gauge("cbdc_bank_outbox_payments", "Cross-bank payments not yet final, by state",
-                                  ["state"], registry=registry)
+                                  ["state"], multiprocess_mode="mostrecent", registry=registry)
         self.outbox_age = Gauge("cbdc_bank_outbox_oldest_age_seconds", "Age of the oldest open payment, by state",
-                                ["state"], registry=registry)
-        self.issued = Gauge("cbdc_bank_issued_minor_units", "Unspent tier-2 value at this bank", registry=registry)
+                                ["state"], multiprocess_mode="mostrecent", registry=registry)
+        # set from the database before each scrape: with several workers, the latest value wins
+        self.issued = Gauge("cbdc_bank_issued_minor_units", "Unspent tier-2 value at this bank",
+                            multiprocess_mode="mostrecent", registry=registry)
         self.escrow = Gauge("cbdc_bank_escrow_minor_units", "This bank's escrow at the central bank (tier 1)",
-                            registry=registry)
+                            multiprocess_mode="mostrecent", registry=registry)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -1,7 +1,7 @@
 """The audit while payments are flowing (Jepsen's bank baseline, short): snapshot audits taken
-every ~200 ms during concurrent on-us and cross-bank payments report no breach that persists
-(cbdc.audit.run_audit re-checks a failure seen while items are in flight), and the final audit
-at quiescence passes."""
+every ~200 ms during concurrent on-us and cross-bank payments report no breach at all — the
+in-flight accounting of shared.system_audit is exact, not papered over by re-checks — and the
+final audit at quiescence passes."""
 from __future__ import annotations
 
 import asyncio
@@ -72,6 +72,7 @@ async def test_audits_during_load_find_no_breach(pg_server):
         assert counts["on-us"] > 20 and counts["cross-bank"] > 20
         assert taken >= 3
         assert persistent == []
+        assert rechecked == 0, "an audit under load failed on its first look: wrong in-flight accounting"
         final = await system.wait_converged()
         assert final.ok
     finally:

@@ -74,6 +74,10 @@ def check_request(bank: store.Bank, request: PaymentRequest, index: int | None =
     if request.payer_bank != bank.bank_id:
         raise Forbidden("a bank may settle only its own payments", code="not_permitted",
                         extra={"field": "payer_bank"}, **where)
+    if not request.payment_id.startswith(request.payer_bank + ":"):
+        # payment ids are namespaced by the payer, so no bank can take (squat) another bank's id
+        raise Unprocessable(f"a payment id starts with the payer bank's id, e.g. {request.payer_bank}:42",
+                            code="payment_id_invalid", extra={"field": "payment_id"}, **where)
     if not LEDGER_ID_RE.fullmatch(request.payee_bank) or request.payee_bank == request.payer_bank:
         raise Unprocessable("the payee is another registered bank's id", code="payee_bank_invalid",
                             extra={"field": "payee_bank"}, **where)

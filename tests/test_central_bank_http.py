@@ -23,9 +23,9 @@ async def world(central_bank):
     a, b, c = [await central_bank.new_bank(p) for p in ("a", "b", "c")]
     await central_bank.issue(a.bank_id, 1_000)
     fund = await pay_from(a, "holdings", "fund", 500, escrow_owner(a.bank_id), a.key.public_key)
-    await a.client.settle(f"matrix-{a.bank_id}", a.bank_id, c.bank_id, 10)
+    await a.client.settle(f"{a.bank_id}:matrix", a.bank_id, c.bank_id, 10)
     proposal = await central_bank.operator("op2").propose_issuance(a.bank_id, 1)
-    return {"a": a, "b": b, "c": c, "fund_tx": fund["tx_id"], "payment": f"matrix-{a.bank_id}",
+    return {"a": a, "b": b, "c": c, "fund_tx": fund["tx_id"], "payment": f"{a.bank_id}:matrix",
             "proposal": proposal["proposal_id"]}
 
 

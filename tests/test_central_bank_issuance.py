@@ -91,7 +91,7 @@ async def test_register_suspend_resume(central_bank):
         await bank.client.balances(bank.bank_id)
     assert (exc.value.status, exc.value.code) == (403, "bank_suspended")
     with pytest.raises(APIError) as exc:
-        await bank.client.settle("p-suspended", bank.bank_id, "bank-x", 1)
+        await bank.client.settle(f"{bank.bank_id}:p-suspended", bank.bank_id, "bank-x", 1)
     assert (exc.value.status, exc.value.code) == (403, "bank_suspended")
     with pytest.raises(APIError) as exc:  # nor is new money issued to it
         await central_bank.issue(bank.bank_id, 10)

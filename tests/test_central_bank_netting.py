@@ -23,7 +23,7 @@ async def _payer(central_bank, escrow: int):
 
 
 def _payments(payer, payees, amounts, tag):
-    return [{"payment_id": f"{tag}-{payer.bank_id}-{n}", "payer_bank": payer.bank_id,
+    return [{"payment_id": f"{payer.bank_id}:{tag}-{n}", "payer_bank": payer.bank_id,
              "payee_bank": payees[label].bank_id, "amount": amount} for n, (label, amount) in enumerate(amounts)]
 
 
@@ -67,10 +67,10 @@ async def test_netted_settlement_equals_the_sum_of_its_gross_payments(central_ba
 async def test_a_batch_mixing_recorded_new_and_refused_payments(central_bank):
     payer = await _payer(central_bank, 900)
     b = await central_bank.new_bank()
-    first = await payer.client.settle(f"mix-0-{payer.bank_id}", payer.bank_id, b.bank_id, 10)
-    batch = [{"payment_id": f"mix-{n}-{payer.bank_id}", "payer_bank": payer.bank_id, "payee_bank": b.bank_id,
+    first = await payer.client.settle(f"{payer.bank_id}:mix-0", payer.bank_id, b.bank_id, 10)
+    batch = [{"payment_id": f"{payer.bank_id}:mix-{n}", "payer_bank": payer.bank_id, "payee_bank": b.bank_id,
               "amount": 10} for n in range(3)]
-    batch.append({"payment_id": f"mix-nobody-{payer.bank_id}", "payer_bank": payer.bank_id,
+    batch.append({"payment_id": f"{payer.bank_id}:mix-nobody", "payer_bank": payer.bank_id,
                   "payee_bank": "bank-nobody", "amount": 5})
     outcomes = (await payer.client.call("POST", "/v1/settlements/batch", {"payments": batch}))["payments"]
     assert outcomes[0]["notice"] == first
@@ -83,7 +83,7 @@ async def test_a_batch_mixing_recorded_new_and_refused_payments(central_bank):
         await payer.client.call("POST", "/v1/settlements/batch", {"payments": conflicting})
     assert (exc.value.status, exc.value.code, exc.value.problem["index"]) == (409, "payment_conflict", 1)
 
-    too_much = [{"payment_id": f"big-{n}-{payer.bank_id}", "payer_bank": payer.bank_id,
+    too_much = [{"payment_id": f"{payer.bank_id}:big-{n}", "payer_bank": payer.bank_id,
                  "payee_bank": b.bank_id, "amount": 500} for n in range(2)]
     outcomes = (await payer.client.call("POST", "/v1/settlements/batch", {"payments": too_much}))["payments"]
     assert [o["refusal_code"] for o in outcomes] == ["escrow_insufficient"] * 2
@@ -100,7 +100,8 @@ async def test_a_batch_mixing_recorded_new_and_refused_payments(central_bank):
 ])
 async def test_bad_batches_are_refused_whole(central_bank, payments, status, code):
     payer = await central_bank.new_bank()
-    body = {"payments": [{"payer_bank": payer.bank_id, **p} for p in payments]}
+    body = {"payments": [{"payer_bank": payer.bank_id, **p, "payment_id": f"{payer.bank_id}:{p['payment_id']}"}
+                         for p in payments]}
     with pytest.raises(APIError) as exc:
         await payer.client.call("POST", "/v1/settlements/batch", body)
     assert (exc.value.status, exc.value.code) == (status, code)

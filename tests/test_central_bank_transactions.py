@@ -114,7 +114,7 @@ async def test_history_pages_through_a_banks_own_movements(central_bank):
     b = await central_bank.new_bank()
     await pay_from(a, "holdings", "fund", 600, escrow_owner(a.bank_id), a.key.public_key)
     await pay_from(a, "holdings", "transfer", 100, b.key.public_key, a.key.public_key)
-    await a.client.settle(f"hist-{a.bank_id}", a.bank_id, b.bank_id, 50)
+    await a.client.settle(f"{a.bank_id}:hist", a.bank_id, b.bank_id, 50)
     seen, after = [], 0
     for _ in range(10):  # bounded: 2 per page
         page = await a.client.history(a.bank_id, after_seq=after, limit=2)

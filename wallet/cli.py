@@ -1,8 +1,9 @@
 """`cbdc-wallet`: the end user's command line.
 
 Commands that need no bank: create, restore, accounts, address, request, check-address. The
-bank-facing ones (balance, history, pay, status, fund, defund, serve) come with the bank's
-client. Amounts are major units with two decimals here (minor units inside). Every error is one
+bank-facing ones (register, balance, history, pay, status, fund, defund, serve) talk to the account's
+bank at ``--bank-url URL``, else ``$CBDC_WALLET_BANK_URL``, else the URL stored with the account
+(``create --bank-url``, ``accounts add NAME --bank B --bank-url URL``, ``accounts set-url``). Amounts are major units with two decimals here (minor units inside). Every error is one
 line on stderr (``cbdc-wallet: ...``), exit status 1; nothing is printed to stdout on failure.
 
 The wallet file is ``--wallet PATH``, else ``$CBDC_WALLET_FILE``, else ~/.cbdc-wallet/wallet.dat.
@@ -24,6 +25,7 @@ from shared.errors import CBDCError
 from wallet.errors import WalletError
 from wallet.keystore import Keystore, check_password, phrase_to_entropy
 from wallet.requests import make_request, write_qr_svg
+from wallet import cli_bank
 
 DEFAULT_WALLET = Path("~/.cbdc-wallet/wallet.dat")
 PASSWORD_ENV = "CBDC_WALLET_PASSWORD"
@@ -67,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                       "CBDC_WALLET_PASSWORD=... cbdc-wallet create --bank bank-a --wallet ./alice.dat", common)
     create.add_argument("--bank", required=True, metavar="BANK_ID", help="the bank of the first account")
     create.add_argument("--name", default="main", help="the first account's name (default: main)")
+    create.add_argument("--bank-url", default="", metavar="URL", help="where the bank answers (stored with the account)")
     restore = _command(commands, "restore", "rebuild a wallet from its backup phrase (same keys)",
                        "cbdc-wallet restore --bank bank-a          (then type the 24 words)\n"
                        "cbdc-wallet restore --bank bank-a --phrase-file words.txt", common)
     restore.add_argument("--bank", required=True, metavar="BANK_ID", help="the bank of the first account")
     restore.add_argument("--name", default="main", help="the first account's name (default: main)")
+    restore.add_argument("--bank-url", default="", metavar="URL", help="where the bank answers (stored with the account)")
     restore.add_argument("--phrase-file", metavar="FILE", type=Path, help="read the phrase from FILE")
     accounts = _command(commands, "accounts", "list the wallet's accounts, or add one",
                         "cbdc-wallet accounts\ncbdc-wallet accounts add savings --bank bank-b", common)
@@ -82,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "cbdc-wallet accounts add savings --bank bank-b", nested)
     add.add_argument("name", metavar="NAME")
     add.add_argument("--bank", required=True, metavar="BANK_ID")
+    add.add_argument("--bank-url", default="", metavar="URL", help="where the bank answers (stored with the account)")
+    set_url = _command(accounts_commands, "set-url", "store where an account's bank answers ('' to forget it)",
+                       "cbdc-wallet accounts set-url main http://127.0.0.1:8480", nested)
+    set_url.add_argument("name", metavar="NAME")
+    set_url.add_argument("url", metavar="URL")
     address = _command(commands, "address", "show an account's receive address",
                        "cbdc-wallet address\ncbdc-wallet address savings", common)
     address.add_argument("account", nargs="?", metavar="ACCOUNT", help="account name (default: the first)")
@@ -96,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = _command(commands, "check-address", "check an address's checksum and show its bank and key",
                      f"cbdc-wallet check-address {_ADDRESS_EXAMPLE}")
     check.add_argument("address")
+    cli_bank.add_commands(commands, _command, common)
     return parser
 
 
@@ -173,7 +183,8 @@ def cmd_create(args: argparse.Namespace, phrase: str | None = None) -> int:
     if path.exists():
         raise WalletError(f"a wallet already exists at {path}", code="wallet_exists")
     password = read_password(args, confirm=True)
-    store = Keystore.create(path, password, bank=args.bank, name=args.name, phrase=phrase)
+    store = Keystore.create(path, password, bank=args.bank, name=args.name, phrase=phrase,
+                            bank_url=args.bank_url)
     account = store.account()
     print(f"{'restored' if phrase else 'created'} wallet {path}")
     print(f"account {account.name} at {account.bank}: {account.address}")
@@ -196,11 +207,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_accounts(args: argparse.Namespace) -> int:
     store = unlock(args)
     if args.accounts_command == "add":
-        account = store.add_account(args.name, args.bank)
+        account = store.add_account(args.name, args.bank, args.bank_url)
         print(f"added account {account.name} at {account.bank}: {account.address}")
         return 0
+    if args.accounts_command == "set-url":
+        account = store.set_bank_url(args.name, args.url)
+        print(f"account {account.name} at {account.bank}: bank URL {account.bank_url or '(none)'}")
+        return 0
     for account in store.accounts:
-        print(f"{account.name}\t{account.bank}\t{account.address}")
+        print(f"{account.name}\t{account.bank}\t{account.address}" + (f"\t{account.bank_url}" if account.bank_url else ""))
     return 0
 
 
@@ -233,6 +248,7 @@ def cmd_check_address(args: argparse.Namespace) -> int:
 
 COMMANDS = {"create": cmd_create, "restore": cmd_restore, "accounts": cmd_accounts, "address": cmd_address,
             "request": cmd_request, "check-address": cmd_check_address}
+COMMANDS.update({name: (lambda args, run=run: run(args, unlock)) for name, run in cli_bank.COMMANDS.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

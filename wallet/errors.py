@@ -6,7 +6,10 @@
     │                              phrase_invalid, account_exists, account_not_found, ...
     ├── CoinSelectionError         insufficient_funds, funds_reserved, too_many_inputs_needed
     ├── RequestError               request_malformed, request_signature_invalid, request_expired
-    └── JournalError               journal_invalid, journal_entry_not_found
+    ├── JournalError               journal_invalid, journal_entry_not_found, journal_conflict
+    └── (wallet.actions)           bank_refused (the bank's code in extra["refusal"], shown in plain
+                                   words), outcome_unknown (saved as pending: run it again),
+                                   bank_unreachable
 
 Messages never carry key material, passwords or phrases.
 """

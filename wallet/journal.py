@@ -12,6 +12,10 @@ States::
     accepted  the bank answered created or exists (final)
     rejected  the bank refused it with a definite error (final); its inputs are free again
 
+Fundings (deposit -> CBDC) are journaled the same way in a second table: the funding id (the bank's
+idempotency key) is saved as pending BEFORE the request is sent, and a retry re-sends that id, so
+the bank answers with the first funding instead of debiting the deposit account again.
+
 Nothing here talks to a bank: ``wallet.payments`` decides what to do with an answer.
 """
 from __future__ import annotations
@@ -43,6 +47,14 @@ CREATE TABLE IF NOT EXISTS payment (
     result      TEXT                                 -- JSON: the bank's answer or refusal
 );
 CREATE INDEX IF NOT EXISTS payment_state ON payment (state);
+CREATE TABLE IF NOT EXISTS funding (
+    funding_id  TEXT PRIMARY KEY,                    -- the bank's idempotency key for this funding
+    account     TEXT NOT NULL,
+    amount      INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'rejected')),
+    created_at  INTEGER NOT NULL,
+    result      TEXT
+);
 """
 
 
@@ -61,6 +73,16 @@ class Entry:
     @property
     def signed(self) -> SignedTx:
         return signed_from_bytes(self.wire)
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    funding_id: str
+    account: str
+    amount: int
+    state: str
+    created_at: int
+    result: dict | None
 
 
 def journal_path(wallet_path: Path) -> Path:
@@ -132,6 +154,34 @@ class Journal:
               " ORDER BY created_at, tx_id"
         return [_entry(row) for row in self._db.execute(sql, (state, state, account, account))]
 
+    # -- fundings -----------------------------------------------------------------------------
+
+    def record_funding(self, account: str, funding_id: str, amount: int, now: int) -> Funding:
+        self._db.execute("INSERT OR IGNORE INTO funding (funding_id, account, amount, state, created_at)"
+                         " VALUES (?, ?, ?, 'pending', ?)", (funding_id, account, amount, now))
+        funding = self.funding(funding_id)
+        if (funding.account, funding.amount) != (account, amount):
+            raise JournalError("this funding id is journaled for another funding", code="journal_conflict")
+        return funding
+
+    def settle_funding(self, funding_id: str, state: str, result: dict) -> Funding:
+        if state not in (ACCEPTED, REJECTED):
+            raise ValueError(f"not a final state: {state}")
+        self._db.execute("UPDATE funding SET state = ?, result = ? WHERE funding_id = ? AND state = 'pending'",
+                         (state, json.dumps(result), funding_id))
+        return self.funding(funding_id)
+
+    def funding(self, funding_id: str) -> "Funding":
+        row = self._db.execute(f"SELECT {_FUNDING_COLUMNS} FROM funding WHERE funding_id = ?", (funding_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no funding {funding_id} in the journal", code="journal_entry_not_found")
+        return _funding(row)
+
+    def fundings(self, state: str | None = None, account: str | None = None) -> list["Funding"]:
+        sql = f"SELECT {_FUNDING_COLUMNS} FROM funding WHERE (? IS NULL OR state = ?) AND (? IS NULL OR account = ?)" \
+              " ORDER BY created_at, funding_id"
+        return [_funding(row) for row in self._db.execute(sql, (state, state, account, account))]
+
     def reserved(self, account: str | None = None) -> frozenset[tuple[bytes, int]]:
         """Outpoints spent by pending payments: coin selection must not use them again."""
         return frozenset(op for e in self.entries(PENDING, account) for op in e.inputs)
@@ -144,3 +194,11 @@ def _entry(row: tuple) -> Entry:
     tx_id, account, wire, inputs, state, created_at, expiry, attempts, result = row
     return Entry(tx_id, account, bytes(wire), tuple((bytes.fromhex(t), i) for t, i in json.loads(inputs)),
                  state, created_at, expiry, attempts, json.loads(result) if result else None)
+
+
+_FUNDING_COLUMNS = "funding_id, account, amount, state, created_at, result"
+
+
+def _funding(row: tuple) -> Funding:
+    funding_id, account, amount, state, created_at, result = row
+    return Funding(funding_id, account, amount, state, created_at, json.loads(result) if result else None)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from mnemonic import Mnemonic
 
 from shared import crypto
 from shared.address import encode_address
+from shared.signing import sign_request
 from shared.tx import LEDGER_ID_RE, SignedTx, Tx
 from shared.validation import sign as sign_body
 from wallet.errors import WalletError
@@ -63,6 +65,8 @@ ACCOUNTS_MAX = 1000
 FILE_BYTES_MAX = 1 << 20
 SCRYPT_MEMORY_BYTES_MAX = 128 << 20
 DERIVATION_SALT = b"cbdc-wallet/v1/account"
+BANK_URL_CHARS_MAX = 200
+BANK_URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~\-/]*)?")
 # Purposes the keystore signs for besides spends: a payment request names its payee's key.
 PURPOSE_PAYMENT_REQUEST = b"payment-request"
 _MESSAGE_PURPOSES = {PURPOSE_PAYMENT_REQUEST}
@@ -90,6 +94,7 @@ class Account:
     bank: str
     index: int
     public_key: bytes
+    bank_url: str = ""   # where the bank answers ("" = not stored; the CLI takes --bank-url instead)
 
     @property
     def address(self) -> str:
@@ -125,6 +130,12 @@ def check_account(name: str, bank: str) -> None:
         raise WalletError(f"not a bank id: {bank!r} (e.g. bank-a)", code="bank_id_invalid")
 
 
+def check_bank_url(url: str) -> None:
+    """"" (none stored) or an http(s) URL without credentials, query or fragment."""
+    if url and not (BANK_URL_RE.fullmatch(url) and len(url) <= BANK_URL_CHARS_MAX):
+        raise WalletError(f"not a bank URL: {url[:80]!r} (e.g. http://127.0.0.1:8480)", code="bank_url_invalid")
+
+
 def check_password(password: str) -> None:
     if len(password) < PASSWORD_CHARS_MIN:
         raise WalletError(f"the password must have at least {PASSWORD_CHARS_MIN} characters",
@@ -137,14 +148,14 @@ class Keystore:
     __slots__ = ("path", "_params", "_salt", "_aead", "_entropy", "_master_seed", "_accounts")
 
     def __init__(self, path: Path, params: KDFParams, salt: bytes, aead: AESGCM, entropy: bytes,
-                 accounts: list[tuple[str, str, int]]) -> None:
+                 accounts: list[tuple[str, str, int, str]]) -> None:
         self.path = Path(path)
         self._params = params
         self._salt = salt
         self._aead = aead
         self._entropy = entropy
         self._master_seed = _MNEMONIC.to_seed(_MNEMONIC.to_mnemonic(entropy))
-        self._accounts = [self._account(name, bank, index) for name, bank, index in accounts]
+        self._accounts = [self._account(name, bank, index, url) for name, bank, index, url in accounts]
 
     def __repr__(self) -> str:  # never key material
         return f"Keystore({str(self.path)!r}, accounts={[a.name for a in self._accounts]})"
@@ -153,16 +164,17 @@ class Keystore:
 
     @classmethod
     def create(cls, path: Path, password: str, *, bank: str, name: str = "main",
-               phrase: str | None = None, params: KDFParams = KDFParams()) -> "Keystore":
+               phrase: str | None = None, params: KDFParams = KDFParams(), bank_url: str = "") -> "Keystore":
         """A new wallet file with one account (index 0); from ``phrase`` to restore, else fresh."""
         check_password(password)
         check_account(name, bank)
+        check_bank_url(bank_url)
         entropy = phrase_to_entropy(phrase) if phrase is not None else os.urandom(ENTROPY_BYTES)
         path = Path(path)
         if path.exists():
             raise WalletError(f"a wallet already exists at {path}", code="wallet_exists")
         salt = os.urandom(16)
-        store = cls(path, params, salt, _derive_aead(password, salt, params), entropy, [(name, bank, 0)])
+        store = cls(path, params, salt, _derive_aead(password, salt, params), entropy, [(name, bank, 0, bank_url)])
         store.save(exclusive=True)
         return store
 
@@ -195,20 +207,30 @@ class Keystore:
                 return account
         raise WalletError(f"no account named {name!r} (see: cbdc-wallet accounts)", code="account_not_found")
 
-    def add_account(self, name: str, bank: str) -> Account:
+    def add_account(self, name: str, bank: str, bank_url: str = "") -> Account:
         """Add the next account (index = the number of accounts so far) and save the file."""
         check_account(name, bank)
+        check_bank_url(bank_url)
         if any(a.name == name for a in self._accounts):
             raise WalletError(f"an account named {name!r} exists already", code="account_exists")
         if len(self._accounts) >= ACCOUNTS_MAX:
             raise WalletError(f"at most {ACCOUNTS_MAX} accounts", code="too_many_accounts")
-        account = self._account(name, bank, len(self._accounts))
+        account = self._account(name, bank, len(self._accounts), bank_url)
         self._accounts.append(account)
         self.save()
         return account
 
-    def _account(self, name: str, bank: str, index: int) -> Account:
-        return Account(name, bank, index, self._private_key(index).public_key)
+    def set_bank_url(self, name: str, bank_url: str) -> Account:
+        """Store (or, with "", forget) where an account's bank answers, and save the file."""
+        check_bank_url(bank_url)
+        old = self.account(name)
+        account = Account(old.name, old.bank, old.index, old.public_key, bank_url)
+        self._accounts[old.index] = account
+        self.save()
+        return account
+
+    def _account(self, name: str, bank: str, index: int, bank_url: str = "") -> Account:
+        return Account(name, bank, index, self._private_key(index).public_key, bank_url)
 
     def _private_key(self, index: int) -> crypto.PrivateKey:
         return crypto.PrivateKey(_account_seed(self._master_seed, index))
@@ -228,6 +250,13 @@ class Keystore:
             raise ValueError(f"the keystore does not sign for purpose {purpose!r}")
         return self._private_key(account.index).sign(purpose, account.bank, payload)
 
+    def sign_request_headers(self, account: Account, method: str, path_qs: str, body: bytes, *, now: int,
+                             nonce: str | None = None) -> dict[str, str]:
+        """The shared.signing headers for one request to ``account``'s bank (key id ``wallet:<hex key>``,
+        ledger = the bank id), so a wallet's HTTP layer authenticates without ever seeing the key."""
+        return sign_request(self._private_key(account.index), f"wallet:{account.public_key.hex()}", method,
+                            path_qs, body, now=now, nonce=nonce, ledger=account.bank)
+
     def backup_phrase(self) -> str:
         """The 24-word backup phrase (show it to the user once; never log it)."""
         return _MNEMONIC.to_mnemonic(self._entropy)
@@ -240,7 +269,8 @@ class Keystore:
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, KDF_SCRYPT, self._params.log2_n, self._params.r,
                               self._params.p, self._salt, nonce)
         plaintext = json.dumps({"entropy": self._entropy.hex(), "accounts": [
-            {"name": a.name, "bank": a.bank, "index": a.index} for a in self._accounts]}).encode()
+            {"name": a.name, "bank": a.bank, "index": a.index, **({"bank_url": a.bank_url} if a.bank_url else {})}
+            for a in self._accounts]}).encode()
         write_private_file(self.path, header + self._aead.encrypt(nonce, plaintext, header), exclusive=exclusive)
 
 
@@ -269,12 +299,14 @@ def _parse_header(data: bytes) -> tuple[KDFParams, bytes, bytes]:
     return params, salt, nonce
 
 
-def _parse_plaintext(plaintext: bytes) -> tuple[bytes, list[tuple[str, str, int]]]:
+def _parse_plaintext(plaintext: bytes) -> tuple[bytes, list[tuple[str, str, int, str]]]:
     """Authenticated content we wrote ourselves; still checked, as a newer writer may differ."""
     try:
         obj = json.loads(plaintext)
         entropy = bytes.fromhex(obj["entropy"])
-        accounts = [(a["name"], a["bank"], a["index"]) for a in obj["accounts"]]
+        accounts = [(a["name"], a["bank"], a["index"], a.get("bank_url", "")) for a in obj["accounts"]]
+        if not all(isinstance(a[3], str) for a in accounts):
+            raise TypeError("bank_url")
     except (ValueError, KeyError, TypeError):
         raise WalletError("the wallet's contents are not understood", code="wallet_file_invalid") from None
     if len(entropy) not in (16, 20, 24, 28, 32) or [a[2] for a in accounts] != list(range(len(accounts))) \

@@ -1,6 +1,7 @@
 """Payments in three separate steps: build (pure), sign (the keystore), submit (the bank).
 
     build_payment(...)   -> Tx          pure: coin selection + the body; no keys, no I/O
+    build_burn(...)      -> Tx          pure: a defund's burn (its reference is the defund id)
     sign(keystore, ...)  -> SignedTx    the only step that uses a private key (inside the keystore)
     journal_signed(...)  -> Entry       the exact wire bytes saved as pending BEFORE anything is sent
     submit(journal, bank, tx_id)        sends the journaled bytes; any retry sends the same bytes
@@ -98,6 +99,26 @@ def build_outbound(account: Account, coins: Iterable[Coin], payee: Address, amou
     inputs, change = _spend(account, coins, amount, reserved, seed, inputs_max)
     return Tx(account.bank, "outbound", inputs, _change(account, change), Payee(payee.ledger, payee.key, amount),
               payment_id(account.bank, inputs, reference), _expiry(now, expiry_seconds))
+
+
+def build_burn(account: Account, coins: Iterable[Coin], amount: int, *, now: int,
+               reserved: Iterable[Outpoint] = (), seed: int = 0, reference: str = "",
+               expiry_seconds: int = EXPIRY_SECONDS, inputs_max: int = INPUTS_MAX) -> Tx:
+    """A defund: destroy ``amount`` of the account's coins (change comes back) against a credit to its
+    linked deposit account. The reference is the defund id (the bank's idempotency key for the defund):
+    ``reference`` if given, else ``defund-<hash of the inputs>`` (unique, as an output is spent once)."""
+    inputs, change = _spend(account, coins, amount, reserved, seed, inputs_max)
+    return Tx(account.bank, "burn", inputs, _change(account, change), None, defund_id(inputs, reference),
+              _expiry(now, expiry_seconds))
+
+
+def defund_id(inputs: tuple[Input, ...], reference: str = "") -> str:
+    if not reference:
+        reference = "defund-" + sha256(b"".join(i.tx_id + i.index.to_bytes(2, "big") for i in inputs))[:16].hex()
+    if not PAYMENT_ID_RE.fullmatch(reference) or reference.startswith("waterfall:"):
+        raise WalletError("a defund id is 1..128 characters A-Z a-z 0-9 . _ : - (no spaces)",
+                          code="defund_id_invalid")
+    return reference
 
 
 def payment_id(bank: str, inputs: tuple[Input, ...], reference: str = "") -> str:
@@ -200,6 +221,6 @@ async def submit(journal: Journal, bank: BankAPI, tx_id: str, now: int) -> tuple
     return record_outcome(journal, entry, result), result
 
 
-__all__ = ["BankAPI", "Outcome", "build_payment", "build_transfer", "build_outbound", "payment_id", "sign", "wire_bytes",
+__all__ = ["BankAPI", "Outcome", "build_payment", "build_transfer", "build_outbound", "build_burn", "payment_id", "sign", "wire_bytes",
            "journal_signed", "outcome", "next_step", "record_outcome", "submit",
            "ACCEPTED", "REJECTED", "PENDING", "UNKNOWN"]

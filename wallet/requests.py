@@ -159,3 +159,8 @@ def write_qr_svg(text: str, path: Path) -> None:
         segno.make(text, error="m", micro=False).save(str(path), kind="svg", scale=4, border=4)
     except OSError as exc:
         raise RequestError(f"cannot write {path}: {exc.strerror}", code="file_not_written") from None
+
+
+def qr_svg_inline(text: str) -> str:
+    """The request (or an address) as an inline ``<svg>`` element for a web page."""
+    return segno.make(text, error="m", micro=False).svg_inline(scale=4, border=4, title="receive QR code")

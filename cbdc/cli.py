@@ -21,6 +21,11 @@ BENCH_EXAMPLE = """examples:
   cbdc bench ledger                     # 1M unspent outputs, batch sizes 1/100/1000, ~2 minutes
   cbdc bench ledger --json              # the same; the last stdout line is one JSON object
   cbdc bench ledger --seed-outputs 200000 --transactions 20000 --duration 5   # a quick look
+  cbdc bench onus                       # own system (2 banks, 2 workers each), closed loop, ~1-2 minutes
+  cbdc bench onus-batch --batch-size 100 --concurrency 8
+  cbdc bench crossbank --rate 500       # open loop: 500 payments/s on a fixed timetable
+  cbdc bench mixed --json --duration 20 --seed-outputs 1000000
+  cbdc bench onus --use-running --state-dir /tmp/cbdc   # against the system `cbdc up` runs there
 """
 
 
@@ -91,14 +96,38 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure throughput and latency", description="Benchmark a scenario and report "
         "transfers/s, latency, errors, CPU and memory, with the ceilings of this machine measured in the "
         "same run.", epilog=BENCH_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_argument("scenario", choices=["ledger"], help="ledger: the engine alone, no HTTP")
+    bench.add_argument("scenario", choices=["ledger", "onus", "onus-batch", "crossbank", "mixed"],
+                       help="ledger: the engine alone, no HTTP; onus: one transfer per request; onus-batch: "
+                       "batches per request; crossbank: payments counted when the payee is credited; mixed: "
+                       "4 on-us : 1 cross-bank")
     bench.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
-    bench.add_argument("--duration", type=float, default=15.0, metavar="S",
-                       help="maximum seconds per measured phase (default 15)")
-    bench.add_argument("--seed-outputs", type=_positive_int, default=1_000_000, metavar="N",
-                       help="unspent outputs in the ledger before measuring (default 1,000,000)")
-    bench.add_argument("--transactions", type=_positive_int, default=60_000, metavar="N",
-                       help="pre-signed transfers per phase (default 60,000; batch size 1 uses a tenth)")
+    bench.add_argument("--duration", type=float, default=None, metavar="S",
+                       help="maximum seconds per measured phase (default 15 for ledger, 10 otherwise)")
+    bench.add_argument("--seed-outputs", type=int, default=None, metavar="N",
+                       help="unspent outputs in the (each bank's) ledger before measuring "
+                       "(default 1,000,000 for ledger, 100,000 per bank otherwise)")
+    bench.add_argument("--transactions", type=_positive_int, default=None, metavar="N",
+                       help="pre-signed transfers (ledger: per phase, default 60,000; onus 40,000, onus-batch "
+                       "80,000, crossbank 20,000, mixed 40,000)")
+    bench.add_argument("--rate", type=float, default=None, metavar="R",
+                       help="open loop: R transfers/s on a fixed timetable (default: closed loop)")
+    bench.add_argument("--concurrency", type=_positive_int, default=None, metavar="C",
+                       help="closed loop: requests in flight (default 64; 8 for onus-batch)")
+    bench.add_argument("--workers", type=_positive_int, default=2, metavar="W",
+                       help="worker processes per service of the system it starts (default 2)")
+    bench.add_argument("--wallets", type=_positive_int, default=100, metavar="N",
+                       help="wallets per bank (default 100)")
+    bench.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",
+                       help="onus-batch: transfers per request (default 100)")
+    bench.add_argument("--verify-processes", type=int, default=0, metavar="P",
+                       help="the banks' CBDC_BANK_VERIFY_PROCESSES (default 0: batches verified inline)")
+    bench.add_argument("--state-dir", default=None, metavar="DIR",
+                       help="with --use-running: the running system's state dir; else where the bench's own "
+                       "system keeps its state (default: a fresh temporary directory)")
+    bench.add_argument("--use-running", action="store_true", help="target the system running in --state-dir")
+    bench.add_argument("--no-ceilings", action="store_true", help="skip measuring the machine's ceilings")
+    bench.add_argument("--ceiling-outputs", type=_positive_int, default=200_000, metavar="N",
+                       help="outputs in the scratch ledger of the database ceiling (default 200,000)")
     bench.add_argument("--batch-sizes", default="1,100,1000", metavar="LIST",
                        help="comma-separated batch sizes (default 1,100,1000)")
     bench.add_argument("--verifiers", type=_positive_int, default=None, metavar="P",
@@ -131,13 +160,16 @@ def _print_ledger_report(report: dict) -> None:
 
 
 async def _bench(args: argparse.Namespace) -> int:
+    if args.scenario != "ledger":
+        from loadtest.bench_report import bench_http_main
+        return await bench_http_main(args)
     from loadtest.bench_ledger import LedgerBenchConfig, run_ledger_bench
     from shared import db
 
     settings = load_settings(LedgerSettings, "CBDC_")
     sizes = tuple(int(s) for s in args.batch_sizes.split(","))
-    config = LedgerBenchConfig(seed_outputs=args.seed_outputs, transactions=args.transactions,
-                               batch_sizes=sizes, duration_seconds=args.duration,
+    config = LedgerBenchConfig(seed_outputs=args.seed_outputs or 1_000_000, transactions=args.transactions or 60_000,
+                               batch_sizes=sizes, duration_seconds=args.duration or 15.0,
                                audit=not args.no_audit)
     if args.verifiers:
         config.verifiers = args.verifiers

@@ -85,6 +85,7 @@ class Supervisor:
     db_prefix: str = "cbdc_"
     workers: int = 1
     say: Callable[[str], None] = print
+    bank_env: dict[str, str] = field(default_factory=dict)   # extra CBDC_BANK_* settings for every bank
     children: list[Child] = field(default_factory=list)
     embedded: object | None = None
     server_url: str = ""
@@ -129,6 +130,7 @@ class Supervisor:
             "CBDC_BANK_SIGNING_KEY_FILE": str(self.state_dir / "keys" / f"{bank_id}.seed"),
             "CBDC_BANK_CENTRAL_BANK_URL": f"http://127.0.0.1:{self.base_port}",
             "CBDC_BANK_CENTRAL_BANK_KEY": cb_public.hex(),
+            **self.bank_env,
         })
         return Child(bank_id, "commercial_bank", "commercial_bank", port, database, env,
                      self.state_dir / "logs" / f"{bank_id}.log")

@@ -28,6 +28,7 @@ from commercial_bank.metrics import BankMetrics
 from commercial_bank.payments import Payments
 from commercial_bank.recovery import Recovery
 from commercial_bank.settings import Settings
+from commercial_bank.verify import BatchVerifier
 from shared import db
 from shared.web import BEFORE_SCRAPE_KEY, REGISTRY_KEY, create_base_app
 
@@ -95,7 +96,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
         flows, payments = Flows(bank, cb), Payments(bank, cb, session)
         nonces = store.PostgresNonceStore(pool)
         auth = WalletAuth(settings.id, nonces, clock, settings.request_window_seconds)
-        app[SERVICES] = Services(bank, flows, payments, auth, settings.request_bytes_max)
+        verifier = BatchVerifier(settings.verify_processes, settings.verify_chunk_items)
+        await verifier.start()
+        app[SERVICES] = Services(bank, flows, payments, auth, settings.request_bytes_max, verifier,
+                                 settings.batch_request_bytes_max, settings.batch_transactions_max)
         app[RECOVERY] = Recovery(flows, payments)
         bank.batcher.start()
         loop = asyncio.get_running_loop()
@@ -106,10 +110,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
         for task in tasks:
             await _stop(task)
         await bank.batcher.stop()
+        verifier.close()
         await session.close()
         await pool.close()
 
-    app = create_base_app(client_max_size=settings.request_bytes_max + 1, ready_check=ready, registry=registry)
+    body_max = max(settings.request_bytes_max, settings.batch_request_bytes_max)   # each route checks its own
+    app = create_base_app(client_max_size=body_max + 1, ready_check=ready, registry=registry)
     metrics = BankMetrics(app[REGISTRY_KEY])
     app[BEFORE_SCRAPE_KEY] = refresh_gauges
     app.cleanup_ctx.append(lifecycle)

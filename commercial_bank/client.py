@@ -91,6 +91,11 @@ class BankClient(CentralBankClient):
     async def transfer(self, stx: SignedTx) -> dict:
         return await self.call("POST", "/v1/transfers", signed_to_json(stx))
 
+    async def transfer_batch(self, stxs: list[SignedTx]) -> list[dict]:
+        """POST /v1/transfers/batch: one result per transaction, in order (status created, exists or refused)."""
+        answer = await self.call("POST", "/v1/transfers/batch", {"transactions": [signed_to_json(t) for t in stxs]})
+        return answer["results"]
+
     async def pay(self, stx: SignedTx) -> dict:
         return await self.call("POST", "/v1/payments", signed_to_json(stx))
 

@@ -28,7 +28,7 @@ from shared import crypto
 from shared.amounts import format_major, is_amount
 from shared.batcher import MicroBatcher
 from shared.engine import CREATED, INPUT_ALREADY_SPENT, INPUT_CONTENDED, RETRYABLE, ApplyResult, UTXOEngine
-from shared.errors import Conflict, NotFound, Unavailable, Unprocessable
+from shared.errors import CBDCError, Conflict, NotFound, Unavailable, Unprocessable
 from shared.fields import invalid
 from shared.notice import PAYMENT_ID_RE
 from shared.tx import Output, SignedTx, Tx, decode_body, decode_witnesses, signed_to_json
@@ -173,12 +173,18 @@ class CommercialBank:
             raise Unprocessable(f"a {tier.name} wallet pays at most {format_major(tier.per_payment)} per payment",
                                 code="limit_per_payment")
 
-    async def submit(self, spend: Spend, payer: asyncpg.Record, outbound_json: bytes | None = None) -> ApplyResult:
-        """Check the per-payment limit, then apply through the batcher (the other limits are checked there)."""
-        self.check_per_payment(spend, payer)
+    async def submit(self, spend: Spend, payer: asyncpg.Record | None, outbound_json: bytes | None = None
+                     ) -> ApplyResult:
+        """Apply through the batcher, where every limit is checked with the wallets locked. With the
+        payer's record at hand, the per-payment limit is checked first, without waiting for a batch."""
+        if payer is not None:
+            self.check_per_payment(spend, payer)
         if spend.payment is not None:
             spend = Spend(spend.vtx, spend.payer, spend.outgoing, spend.received, spend.payment + (outbound_json,))
-        result = await self.batcher.submit(spend)
+        return self._outcome(spend, await self.batcher.submit(spend))
+
+    def _outcome(self, spend: Spend, result: ApplyResult | Refusal) -> ApplyResult:
+        """The accepted result, counted; raises the refusal otherwise."""
         kind = spend.vtx.body.kind
         if isinstance(result, Refusal):
             self.metrics.payments.labels(kind, result.error.code).inc()  # type: ignore[attr-defined]
@@ -187,6 +193,31 @@ class CommercialBank:
         if not result.accepted:
             raise apply_error(result)
         return result
+
+    async def submit_transfers(self, verdicts: Sequence[ValidTx | dict]) -> list[ApplyResult | dict]:
+        """A batch submission: every valid transfer through the same micro-batcher and checks as one
+        sent alone (the limits with the wallets locked); one outcome each, in order (the accepted
+        result, or a problem object)."""
+        out: list[ApplyResult | dict | None] = [None] * len(verdicts)
+        spends: dict[int, Spend] = {}
+        for n, v in enumerate(verdicts):
+            if isinstance(v, dict):
+                out[n] = v
+                continue
+            try:
+                spends[n] = self.spend_of(v)
+            except CBDCError as exc:
+                out[n] = exc.to_problem()
+        results = await self.batcher.submit_many(list(spends.values()), return_exceptions=True)
+        for (n, spend), result in zip(spends.items(), results):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                out[n] = self._outcome(spend, result)
+            except CBDCError as exc:
+                out[n] = exc.to_problem()
+        assert all(o is not None for o in out)
+        return out  # type: ignore[return-value]
 
     async def _flush(self, batch: Sequence[Spend]) -> list[ApplyResult | Refusal]:
         for attempt in range(FLUSH_RETRIES_MAX + 1):
@@ -230,6 +261,10 @@ class CommercialBank:
         if payer is None:
             return NotFound("the payer's wallet is not registered here", code="payer_unknown")
         tier = self.tier(payer)
+        if s.outgoing > tier.per_payment:
+            self.metrics.limit_refusals.labels("limit_per_payment").inc()
+            return Unprocessable(f"a {tier.name} wallet pays at most {format_major(tier.per_payment)} per payment",
+                                 code="limit_per_payment")
         if used.get(s.payer, 0) + s.outgoing > tier.daily:
             self.metrics.limit_refusals.labels("limit_daily").inc()
             return Conflict(f"a {tier.name} wallet pays at most {format_major(tier.daily)} per day", code="limit_daily")

@@ -7,7 +7,8 @@ KYC tier and an optional linked deposit account.
 Funding: POST /v1/fundings {funding_id, amount} (wallet-signed) debits the deposit account, funds the
 bank's escrow at the central bank and mints to the wallet, exactly once per funding id.
 Defunding: POST /v1/defunds with a wallet-signed burn (reference = defund id).
-On-us: POST /v1/transfers with a wallet-signed transfer. Cross-bank: POST /v1/payments with a
+On-us: POST /v1/transfers with a wallet-signed transfer, or POST /v1/transfers/batch with many
+({"transactions": [...]}, one result each). Cross-bank: POST /v1/payments with a
 wallet-signed outbound (reference = payment id "<this bank>:<id>"); GET /v1/payments/{id}.
 Between banks: POST /v1/inbound {notice, outbound} (self-authenticating).
 """
@@ -97,6 +98,12 @@ def _paths() -> dict[str, Any]:
                                       TX_ERRORS + ["payer_unknown", "payee_unknown", "limit_per_payment",
                                                    "limit_daily", "payee_holding_limit", "wallet_not_found"],
                                       body=tx, signed=False)},
+        "/v1/transfers/batch": {"post": _op(
+            "Many on-us transfers in one request (1..batch_transactions_max, body <= batch_request_bytes_max): "
+            "each goes through the same checks and micro-batcher as POST /v1/transfers and gets its own result, "
+            "in order; one refused item never fails the others", {200: _ref("BatchResults")},
+            BODY_ERRORS + ["batch_size_invalid", "overloaded"],
+            body=_obj({"transactions": {"type": "array", "minItems": 1, "items": tx}}), signed=False)},
         "/v1/payments": {"post": _op("Cross-bank payment: a wallet-signed outbound (202 accepted, 200 repeat)",
                                      {202: payment, 200: payment},
                                      TX_ERRORS + ["payment_id_invalid", "outputs_not_change", "payee_bank_unknown",
@@ -138,6 +145,11 @@ def _schemas() -> dict[str, Any]:
         "TxResult": _obj({"tx_id": HEX32, "status": {"enum": ["created", "exists"]},
                           "result": {"enum": ["created", "exists"]}, "seq": INT,
                           "accepted_at": STR}),
+        "BatchResults": _obj({"results": {"type": "array", "items": {"oneOf": [
+            _obj({"index": INT, "tx_id": HEX32, "status": {"enum": ["created", "exists"]}, "seq": INT,
+                  "accepted_at": STR}),
+            _obj({"index": INT, "tx_id": {"type": ["string", "null"]}, "status": {"const": "refused"},
+                  "problem": _ref("Problem")})]}}}),
         "Funding": _obj({"funding_id": STR, "wallet": HEX32, "amount": AMOUNT,
                          "state": {"enum": ["debited", "funded", "minted", "failed"]}, "failure": NULLABLE_STR,
                          "fund_tx_id": NULLABLE_STR, "mint_tx_id": NULLABLE_STR}),

@@ -57,6 +57,10 @@ class Settings:
     kyc_tiers: str = DEFAULT_TIERS
     request_window_seconds: int = 300          # wallet-signed request timestamps within +- this
     request_bytes_max: int = 262_144
+    batch_request_bytes_max: int = 2_097_152   # POST /v1/transfers/batch bodies (up to ~2,000 B per item)
+    batch_transactions_max: int = 1_000        # transactions in one batch submission
+    verify_processes: int = 0                  # per worker: a process pool verifying batch submissions (0: inline)
+    verify_chunk_items: int = 250              # items per verification task handed to that pool
     demo_deposit_credit: bool = True           # POST .../deposit/credit (a stand-in for core banking)
     http_timeout_seconds: float = 5.0          # every call to the central bank or another bank
     recovery_interval_seconds: float = 1.0     # the recovery loop's period (it is also woken at once)
@@ -83,10 +87,13 @@ class Settings:
         self.central_bank_public_key()
         self.signing_key()
         self.tiers()
-        for name in ("workers", "request_window_seconds", "request_bytes_max", "recovery_rows_max", "settlement_concurrency", "settlement_batch_max",
+        for name in ("workers", "request_window_seconds", "request_bytes_max", "batch_request_bytes_max",
+                     "batch_transactions_max", "verify_chunk_items", "recovery_rows_max", "settlement_concurrency", "settlement_batch_max",
                      "tier1_rebuilds_max", "page_max", "batch_max", "batch_queue_max", "flushers", "db_pool_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be >= 1")
+        if not 0 <= self.verify_processes <= 64:
+            raise ConfigError(f"{PREFIX}VERIFY_PROCESSES must be in 0..64")
         for name in ("http_timeout_seconds", "recovery_interval_seconds", "nonce_expiry_interval_seconds"):
             if not 0 < getattr(self, name) <= 3600:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be in (0, 3600]")

@@ -74,11 +74,13 @@ class MicroBatcher(Generic[T, R]):
     async def submit(self, item: T) -> R:
         return await self._enqueue(item)
 
-    async def submit_many(self, items: Sequence[T]) -> list[R]:
+    async def submit_many(self, items: Sequence[T], *, return_exceptions: bool = False) -> list:
+        """All of ``items`` or none (overloaded); with ``return_exceptions``, a failed flush is that
+        item's result instead of the whole call's exception."""
         if len(self._items) + len(items) > self.queue_max:
             raise Unavailable("too many transactions waiting; retry shortly", code="overloaded")
         futures = [self._enqueue(item) for item in items]
-        return list(await asyncio.gather(*futures))
+        return list(await asyncio.gather(*futures, return_exceptions=return_exceptions))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -97,10 +97,20 @@ async def drop_database(server: str, name: str) -> None:
         await conn.close()
 
 
+class _NoResetConnection(asyncpg.Connection):
+    """Released to the pool without asyncpg's reset query (advisory unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL): one round trip saved per acquire. Nothing here keeps session state: advisory locks
+    are transaction-scoped (pg_advisory_xact_lock), no LISTEN, no session SET, no open cursors; an
+    open transaction is still rolled back by the pool."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(url: str, *, max_size: int = 8, min_size: int = 1) -> asyncpg.Pool:
     """A pool whose every connection answers ``SELECT 1`` (a bad URL fails here, at start-up)."""
     pool = await asyncpg.create_pool(url, min_size=min(min_size, max_size), max_size=max_size,
-                                     command_timeout=60)
+                                     command_timeout=60, connection_class=_NoResetConnection)
     async with pool.acquire() as conn:
         await conn.fetchval("SELECT 1")
     return pool

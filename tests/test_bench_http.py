@@ -1,0 +1,38 @@
+"""`cbdc bench onus|onus-batch|crossbank|mixed`: a short smoke run of each scenario, as a user runs it
+(the CLI in a subprocess, its own system on the test PostgreSQL server, tiny counts), checking the
+final JSON line's keys, zero errors and a passing audit. Figures are not asserted: they are
+benchmark results (docs/BENCHMARKS.md), not timed tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+KEYS = {"scenario", "transfers_per_second", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max",
+        "errors", "ceiling_per_second", "ratio_to_ceiling", "cpu_seconds", "peak_rss_mb", "audit", "setup"}
+RUN_TIMEOUT_SECONDS = 120
+
+
+@pytest.mark.parametrize("scenario, extra", [
+    ("onus", []),
+    ("onus-batch", ["--batch-size", "20", "--concurrency", "2", "--verify-processes", "1"]),
+    ("crossbank", ["--rate", "100"]),
+    ("mixed", []),
+])
+def test_bench_scenario_smoke(pg_server, tmp_path, scenario, extra):
+    env = {**os.environ, "CBDC_DATABASE_URL": pg_server}
+    command = [sys.executable, "-m", "cbdc.cli", "bench", scenario, "--json", "--duration", "1", "--workers", "1",
+               "--wallets", "4", "--transactions", "200", "--seed-outputs", "500", "--ceiling-outputs", "4000",
+               "--state-dir", str(tmp_path / "state"), *extra]
+    done = subprocess.run(command, env=env, capture_output=True, timeout=RUN_TIMEOUT_SECONDS, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-3000:]
+    report = orjson.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert KEYS <= set(report), sorted(KEYS - set(report))
+    assert report["scenario"] == scenario
+    assert report["errors"] == {} and report["audit"]["ok"], report
+    assert report["transfers"] > 0 and report["transfers_per_second"] > 0
+    assert report["ceiling_per_second"] > 0 and report["ratio_to_ceiling"] > 0
+    assert {"bench (load generator)", "bank-a", "bank-b", "central-bank"} <= set(report["cpu_seconds"])

@@ -33,20 +33,12 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 
 
 async def _migrated_pool(settings: Settings) -> asyncpg.Pool:
-    if settings.database_url is None:
-        raise RuntimeError("no database server: __main__ resolves the embedded one before create_app")
-    url = await db.ensure_database(settings.database_url, settings.database_name)
-    pool = await db.create_pool(url, max_size=settings.db_pool_max)
-    try:
-        async with pool.acquire() as conn:
-            await db.migrate(conn, db.load_migrations("ledger", "shared")
-                             + db.load_migrations("central_bank", "central_bank"))
+    async def schema_check(pool: asyncpg.Pool) -> None:
         if not await store.has_schema(pool, SCHEMA_VERSION):
             raise RuntimeError(f"the central bank's schema is not at version {SCHEMA_VERSION}")
-    except BaseException:
-        await pool.close()
-        raise
-    return pool
+
+    return await db.migrated_pool(settings.database_url, settings.database_name, pool_max=settings.db_pool_max,
+                                  components=[("central_bank", "central_bank")], schema_check=schema_check)
 
 
 async def _expire_nonces(nonces: store.PostgresNonceStore, settings: Settings,

@@ -9,37 +9,17 @@ Fail points (shared/failpoints.py) come from CBDC_FAILPOINTS.
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
 import sys
 
 from commercial_bank import settings as settings_module
 from commercial_bank.app import create_app
-from shared import db, failpoints
-from shared.errors import ConfigError
-from shared.serve import serve
+from shared import failpoints
+from shared.serve import run_service
 
 
 def main() -> int:
-    try:
-        settings = settings_module.load()
-    except ConfigError as exc:
-        print(f"bank: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger(__name__).info("starting with %r (fail points: %s)", settings,
-                                     ",".join(sorted(failpoints.active())) or "none")
-    embedded = None
-    if settings.database_url is None:
-        embedded = db.start_embedded(settings.state_dir)
-        settings = dataclasses.replace(settings, database_url=embedded.get_uri())
-    try:
-        return serve(create_app, settings, host=settings.host, port=settings.port, workers=settings.workers,
-                     shutdown_timeout=settings.shutdown_timeout_seconds, log_level=settings.log_level.upper())
-    finally:
-        if embedded is not None:
-            embedded.cleanup()
+    return run_service("bank", settings_module.load, create_app,
+                       note=lambda: f" (fail points: {','.join(sorted(failpoints.active())) or 'none'})")
 
 
 if __name__ == "__main__":

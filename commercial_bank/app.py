@@ -39,20 +39,12 @@ RECOVERY = web.AppKey("recovery", Recovery)
 
 
 async def _migrated_pool(settings: Settings) -> asyncpg.Pool:
-    if settings.database_url is None:
-        raise RuntimeError("no database server: __main__ resolves the embedded one before create_app")
-    url = await db.ensure_database(settings.database_url, settings.database)
-    pool = await db.create_pool(url, max_size=settings.db_pool_max)
-    try:
-        async with pool.acquire() as conn:
-            await db.migrate(conn, db.load_migrations("ledger", "shared")
-                             + db.load_migrations("commercial_bank", "commercial_bank"))
+    async def schema_check(pool: asyncpg.Pool) -> None:
         if not await store.has_schema(pool, SCHEMA_VERSION):
             raise RuntimeError(f"the bank's schema is not at version {SCHEMA_VERSION}")
-    except BaseException:
-        await pool.close()
-        raise
-    return pool
+
+    return await db.migrated_pool(settings.database_url, settings.database, pool_max=settings.db_pool_max,
+                                  components=[("commercial_bank", "commercial_bank")], schema_check=schema_check)
 
 
 async def _expire_nonces(nonces: store.PostgresNonceStore, settings: Settings, clock: Callable[[], float]) -> None:

@@ -17,13 +17,12 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 from shared import crypto
 from shared.amounts import AMOUNT_MAX, MINOR_UNITS_PER_MAJOR
 from shared.errors import ConfigError
-from shared.settings import load_settings, secret
+from shared.settings import load_settings, load_signing_key, secret
 from shared.tx import LEDGER_CB, LEDGER_ID_RE
 
 PREFIX = "CBDC_BANK_"
@@ -112,19 +111,7 @@ class Settings:
         return key
 
     def signing_key(self) -> crypto.PrivateKey:
-        if self.signing_seed:
-            seed_hex = self.signing_seed
-        elif self.signing_key_file:
-            try:
-                seed_hex = Path(self.signing_key_file).read_text(encoding="ascii").strip()
-            except OSError as exc:
-                raise ConfigError(f"{PREFIX}SIGNING_KEY_FILE: cannot read it ({exc.strerror})") from None
-        else:
-            raise ConfigError(f"{PREFIX}SIGNING_KEY_FILE or {PREFIX}SIGNING_SEED is required")
-        try:
-            return crypto.PrivateKey(bytes.fromhex(seed_hex))
-        except ValueError:
-            raise ConfigError("the bank's signing seed must be 64 hex characters") from None
+        return load_signing_key(self.signing_seed, self.signing_key_file, PREFIX, "the bank")
 
     def tiers(self) -> dict[str, Tier]:
         """Tier name -> limits in minor units, from KYC_TIERS (major units)."""

@@ -177,6 +177,27 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list
     return applied_now
 
 
+async def migrated_pool(server_url: str | None, database: str, *, pool_max: int,
+                        components: list[tuple[str, str]], schema_check) -> asyncpg.Pool:
+    """Create ``database`` on the server if needed, open a pool, apply the shared ledger's and the
+    ``(component, package)`` migrations, and run ``schema_check(pool)`` (raises if the schema is
+    not what the code expects). A service's start-up: a bad database fails here, at once."""
+    if server_url is None:
+        raise RuntimeError("no database server: __main__ resolves the embedded one before create_app")
+    pool = await create_pool(await ensure_database(server_url, database), max_size=pool_max)
+    try:
+        migrations = load_migrations("ledger", "shared")
+        for component, package in components:
+            migrations += load_migrations(component, package)
+        async with pool.acquire() as conn:
+            await migrate(conn, migrations)
+        await schema_check(pool)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
 async def wait_for_server(url: str, timeout_seconds: float = 30.0) -> None:
     """Wait until the server at ``url`` accepts connections (bounded)."""
     loop = asyncio.get_running_loop()

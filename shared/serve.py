@@ -91,5 +91,33 @@ def _supervise(app_factory, settings, host: str, port: int, workers: int, shutdo
     return status if status else (0 if all(p.exitcode in (0, -signal.SIGTERM) for p in procs) else 1)
 
 
+def run_service(label: str, load_settings: Callable[[], Any], app_factory: Callable[[Any], web.Application],
+                *, note: Callable[[], str] = lambda: "") -> int:
+    """A service's ``python -m`` entry point: settings (a ConfigError exits 2 with its message),
+    logging, the embedded PostgreSQL when no server URL is set (for the life of the process), then
+    ``serve`` with the settings' host, port, workers and shutdown timeout."""
+    import dataclasses
+
+    from shared import db
+    from shared.errors import ConfigError
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"{label}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.info("%s starting with %r%s", label, settings, note())
+    embedded = None
+    if settings.database_url is None:
+        embedded = db.start_embedded(settings.state_dir)
+        settings = dataclasses.replace(settings, database_url=embedded.get_uri())
+    try:
+        return serve(app_factory, settings, host=settings.host, port=settings.port, workers=settings.workers,
+                     shutdown_timeout=settings.shutdown_timeout_seconds, log_level=settings.log_level.upper())
+    finally:
+        if embedded is not None:
+            embedded.cleanup()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("shared.serve is a library")

@@ -70,6 +70,24 @@ def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None =
     return settings
 
 
+def load_signing_key(seed_hex: str | None, key_file: str | None, prefix: str, owner: str):
+    """A service's Ed25519 key from ``{prefix}SIGNING_SEED`` (hex) or ``{prefix}SIGNING_KEY_FILE``."""
+    from pathlib import Path
+
+    from shared.crypto import PrivateKey
+    if not seed_hex:
+        if not key_file:
+            raise ConfigError(f"{prefix}SIGNING_KEY_FILE or {prefix}SIGNING_SEED is required")
+        try:
+            seed_hex = Path(key_file).read_text(encoding="ascii").strip()
+        except OSError as exc:
+            raise ConfigError(f"{prefix}SIGNING_KEY_FILE: cannot read it ({exc.strerror})") from None
+    try:
+        return PrivateKey(bytes.fromhex(seed_hex))
+    except ValueError:
+        raise ConfigError(f"{owner}'s signing seed must be 64 hex characters") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class LedgerSettings:
     """Engine settings shared by both tiers (prefix ``CBDC_``)."""

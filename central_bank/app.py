@@ -25,6 +25,7 @@ from central_bank.metrics import CentralBankMetrics
 from central_bank.settings import Settings
 from central_bank.settlement import Settlement
 from shared import db
+from shared.signing import expire_nonces
 from shared.web import BEFORE_SCRAPE_KEY, REGISTRY_KEY, create_base_app
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,11 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 
 async def _migrated_pool(settings: Settings) -> asyncpg.Pool:
     async def schema_check(pool: asyncpg.Pool) -> None:
-        if not await store.has_schema(pool, SCHEMA_VERSION):
+        if not await db.schema_at(pool, "central_bank", SCHEMA_VERSION):
             raise RuntimeError(f"the central bank's schema is not at version {SCHEMA_VERSION}")
 
     return await db.migrated_pool(settings.database_url, settings.database_name, pool_max=settings.db_pool_max,
                                   components=[("central_bank", "central_bank")], schema_check=schema_check)
-
-
-async def _expire_nonces(nonces: store.PostgresNonceStore, settings: Settings,
-                         clock: Callable[[], float]) -> None:
-    """Forget nonces older than the replay window, every few seconds, until cancelled."""
-    while True:
-        await asyncio.sleep(settings.nonce_expiry_interval_seconds)
-        try:
-            await nonces.expire(int(clock()) - settings.request_window_seconds - 1)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("nonce expiry failed: %s", type(exc).__name__)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
@@ -57,7 +47,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
     """The application; ``clock`` (unix seconds) is injectable so tests control time."""
 
     async def ready() -> None:
-        await store.ping(app[POOL])
+        await db.ping(app[POOL])
 
     async def refresh_gauges() -> None:
         await app[SERVICES].cb.refresh_gauges()
@@ -66,11 +56,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
         pool = await _migrated_pool(settings)
         app[POOL] = pool
         cb = CentralBank(settings, pool, clock, metrics)
-        nonces = store.PostgresNonceStore(pool)
+        nonces = store.nonce_store(pool)
         auth = Authenticator(pool, settings.operators(), nonces, clock, settings.request_window_seconds)
         app[SERVICES] = Services(cb, Settlement(cb, settings.settlement_payments_max), auth, settings.request_bytes_max)
         cb.batcher.start()
-        expiry = asyncio.get_running_loop().create_task(_expire_nonces(nonces, settings, clock))
+        expiry = asyncio.get_running_loop().create_task(expire_nonces(
+            nonces, settings.request_window_seconds, settings.nonce_expiry_interval_seconds, clock))
         log.info("central bank ready: database %s, %d operators", settings.database_name,
                  len(settings.operators()))
         yield

@@ -12,6 +12,7 @@ import asyncpg
 
 from shared.accounts import escrow_owner
 from shared.errors import Conflict
+from shared.signing import SQLNonceStore
 
 Executor = asyncpg.Pool | asyncpg.Connection
 KIND_ISSUE, KIND_REDEEM = 1, 2
@@ -23,16 +24,7 @@ KIND_ISSUE, KIND_REDEEM = 1, 2
 # ---------------------------------------------------------------------------------------------
 # health
 
-PING_SQL = "SELECT 1"
-SCHEMA_SQL = "SELECT 1 FROM cbdc_schema WHERE component = 'central_bank' AND version = $1"
-
-
-async def ping(pool: asyncpg.Pool) -> None:
-    await pool.fetchval(PING_SQL)
-
-
-async def has_schema(pool: asyncpg.Pool, version: int) -> bool:
-    return bool(await pool.fetchval(SCHEMA_SQL, version))
+# ping and the schema-version check are shared.db.ping / shared.db.schema_at
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,18 +106,9 @@ REMEMBER_NONCE_SQL = """INSERT INTO cb_request_nonces (key_id, nonce, timestamp)
 EXPIRE_NONCES_SQL = "DELETE FROM cb_request_nonces WHERE timestamp < $1"
 
 
-class PostgresNonceStore:
-    """signing.NonceStore on PostgreSQL: a replay is refused across processes and restarts."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def remember(self, key_id: str, nonce: str, timestamp: int) -> bool:
-        return await self.pool.fetchval(REMEMBER_NONCE_SQL, key_id, nonce, timestamp) is not None
-
-    async def expire(self, before: int) -> int:
-        result = await self.pool.execute(EXPIRE_NONCES_SQL, before)
-        return int(result.split()[-1])
+def nonce_store(pool: asyncpg.Pool) -> SQLNonceStore:
+    """Signed-request nonces in this service's table (shared.signing.SQLNonceStore)."""
+    return SQLNonceStore(pool, REMEMBER_NONCE_SQL, EXPIRE_NONCES_SQL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from commercial_bank.recovery import Recovery
 from commercial_bank.settings import Settings
 from commercial_bank.verify import BatchVerifier
 from shared import db
+from shared.signing import expire_nonces
 from shared.web import BEFORE_SCRAPE_KEY, REGISTRY_KEY, create_base_app
 
 log = logging.getLogger(__name__)
@@ -40,20 +41,11 @@ RECOVERY = web.AppKey("recovery", Recovery)
 
 async def _migrated_pool(settings: Settings) -> asyncpg.Pool:
     async def schema_check(pool: asyncpg.Pool) -> None:
-        if not await store.has_schema(pool, SCHEMA_VERSION):
+        if not await db.schema_at(pool, "commercial_bank", SCHEMA_VERSION):
             raise RuntimeError(f"the bank's schema is not at version {SCHEMA_VERSION}")
 
     return await db.migrated_pool(settings.database_url, settings.database, pool_max=settings.db_pool_max,
                                   components=[("commercial_bank", "commercial_bank")], schema_check=schema_check)
-
-
-async def _expire_nonces(nonces: store.PostgresNonceStore, settings: Settings, clock: Callable[[], float]) -> None:
-    while True:
-        await asyncio.sleep(settings.nonce_expiry_interval_seconds)
-        try:
-            await nonces.expire(int(clock()) - settings.request_window_seconds - 1)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("nonce expiry failed: %s", type(exc).__name__)
 
 
 async def _stop(task: asyncio.Task) -> None:
@@ -67,7 +59,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
     """The application; ``clock`` (unix seconds) is injectable so tests control time."""
 
     async def ready() -> None:
-        await store.ping(app[POOL])
+        await db.ping(app[POOL])
 
     async def refresh_gauges() -> None:
         services = app[SERVICES]
@@ -86,7 +78,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
         cb = CentralBankClient(settings.central_bank_url, bank.key, f"bank:{settings.id}", clock=clock,
                                session=session)
         flows, payments = Flows(bank, cb), Payments(bank, cb, session)
-        nonces = store.PostgresNonceStore(pool)
+        nonces = store.nonce_store(pool)
         auth = WalletAuth(settings.id, nonces, clock, settings.request_window_seconds)
         verifier = BatchVerifier(settings.verify_processes, settings.verify_chunk_items)
         await verifier.start()
@@ -96,7 +88,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
         bank.batcher.start()
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(app[RECOVERY].run(), name="recovery"),
-                 loop.create_task(_expire_nonces(nonces, settings, clock), name="nonce-expiry")]
+                 loop.create_task(expire_nonces(
+            nonces, settings.request_window_seconds, settings.nonce_expiry_interval_seconds, clock), name="nonce-expiry")]
         log.info("bank %s ready: database %s", settings.id, settings.database)
         yield
         for task in tasks:

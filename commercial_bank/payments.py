@@ -63,7 +63,7 @@ class Payments:
         self.wakeup = asyncio.Event()       # set when there is new work for the recovery loop
         self._directory: dict[str, tuple[dict, float]] = {}
         self._slots = asyncio.Semaphore(bank.settings.settlement_concurrency)
-        self.nonces = store.PostgresNonceStore(bank.pool)
+        self.nonces = store.nonce_store(bank.pool)
 
     # -- payer side: accept -------------------------------------------------------------------
 

@@ -9,22 +9,14 @@ from __future__ import annotations
 import asyncpg
 
 from shared.errors import Conflict
+from shared.signing import SQLNonceStore
 
 Executor = asyncpg.Pool | asyncpg.Connection
 
 # ---------------------------------------------------------------------------------------------
 # health
 
-PING_SQL = "SELECT 1"
-SCHEMA_SQL = "SELECT 1 FROM cbdc_schema WHERE component = 'commercial_bank' AND version = $1"
-
-
-async def ping(pool: asyncpg.Pool) -> None:
-    await pool.fetchval(PING_SQL)
-
-
-async def has_schema(pool: asyncpg.Pool, version: int) -> bool:
-    return bool(await pool.fetchval(SCHEMA_SQL, version))
+# ping and the schema-version check are shared.db.ping / shared.db.schema_at
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,17 +83,9 @@ REMEMBER_NONCE_SQL = """INSERT INTO bank_request_nonces (key_id, nonce, timestam
 EXPIRE_NONCES_SQL = "DELETE FROM bank_request_nonces WHERE timestamp < $1"
 
 
-class PostgresNonceStore:
-    """signing.NonceStore on PostgreSQL: a replay is refused across processes and restarts."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def remember(self, key_id: str, nonce: str, timestamp: int) -> bool:
-        return await self.pool.fetchval(REMEMBER_NONCE_SQL, key_id, nonce, timestamp) is not None
-
-    async def expire(self, before: int) -> int:
-        return int((await self.pool.execute(EXPIRE_NONCES_SQL, before)).split()[-1])
+def nonce_store(pool: asyncpg.Pool) -> SQLNonceStore:
+    """Signed-request nonces in this service's table (shared.signing.SQLNonceStore)."""
+    return SQLNonceStore(pool, REMEMBER_NONCE_SQL, EXPIRE_NONCES_SQL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -177,6 +177,19 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list
     return applied_now
 
 
+PING_SQL = "SELECT 1"
+SCHEMA_AT_SQL = "SELECT 1 FROM cbdc_schema WHERE component = $1 AND version = $2"
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    await pool.fetchval(PING_SQL)
+
+
+async def schema_at(pool: asyncpg.Pool, component: str, version: int) -> bool:
+    """True if ``component``'s migration ``version`` has been applied."""
+    return bool(await pool.fetchval(SCHEMA_AT_SQL, component, version))
+
+
 async def migrated_pool(server_url: str | None, database: str, *, pool_max: int,
                         components: list[tuple[str, str]], schema_check) -> asyncpg.Pool:
     """Create ``database`` on the server if needed, open a pool, apply the shared ledger's and the

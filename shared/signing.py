@@ -93,6 +93,36 @@ class NonceStore(Protocol):
         """Record the nonce; False if this key id used it before (a replay)."""
 
 
+class SQLNonceStore:
+    """A NonceStore on PostgreSQL, given its service's two statements (the table is the service's):
+    a replay is refused across worker processes and restarts."""
+
+    def __init__(self, pool, remember_sql: str, expire_sql: str) -> None:
+        self.pool = pool
+        self.remember_sql = remember_sql
+        self.expire_sql = expire_sql
+
+    async def remember(self, key_id: str, nonce: str, timestamp: int) -> bool:
+        return await self.pool.fetchval(self.remember_sql, key_id, nonce, timestamp) is not None
+
+    async def expire(self, before: int) -> int:
+        return int((await self.pool.execute(self.expire_sql, before)).split()[-1])
+
+
+async def expire_nonces(nonces: SQLNonceStore, window_seconds: int, interval_seconds: float, clock) -> None:
+    """Forget nonces older than the replay window, every ``interval_seconds``, until cancelled."""
+    import asyncio
+    import logging
+
+    import asyncpg
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await nonces.expire(int(clock()) - window_seconds - 1)
+        except (asyncpg.PostgresError, OSError) as exc:
+            logging.getLogger(__name__).warning("nonce expiry failed: %s", type(exc).__name__)
+
+
 class MemoryNonceStore:
     """A nonce store for one process (a bank's wallets, tests); bounded, forgets past the window."""
 

@@ -214,6 +214,26 @@ async def reverse_waterfall(s: Story) -> str:
             "and the excess 2000.00 goes to his linked deposit account (reverse waterfall)")
 
 
+async def onus_waterfall(s: Story) -> str:
+    carol, dave = s.wallets["carol"], s.wallets["dave"]
+    amount = money("1500.00")
+    transfer = await _spend(carol, "transfer", amount, to=dave.key.public_key)
+    await _refused(carol.client.transfer(transfer), "payee_holding_limit")
+    payment_id = f"{carol.bank_id}:onus-waterfall-{s.run}"
+    stx = await _spend(carol, "outbound", amount, payee=Payee(dave.bank_id, dave.key.public_key, amount),
+                       reference=payment_id)
+    answer = await carol.client.pay(stx)
+    if answer["state"] != "completed":
+        raise StepFailed(f"the on-us payment {payment_id} is {answer['state']}, not completed at once")
+    _expect(await dave.client.balance(), money("10000.00"), "dave's CBDC balance")
+    waterfall = await _until(lambda: _defund_credited(dave, f"waterfall:{payment_id}"),
+                             "the on-us waterfall to dave's deposit account")
+    _expect(waterfall["amount"], amount, "the amount sent to dave's deposit account")
+    return (f"carol pays dave 1500.00 at {carol.bank_id}, but dave already holds his limit: the transfer is refused, "
+            f"so carol pays through the bank (an outbound naming {carol.bank_id}), which credits dave what he may "
+            "hold (nothing) and sends the 1500.00 to his deposit account, in one step")
+
+
 async def _defund_credited(w: Wallet, defund_id: str):
     answer = await w.client.defund_status(defund_id)
     return answer if answer["state"] == "credited" else None
@@ -259,6 +279,7 @@ STEPS: list[tuple[str, Callable[[Story], Awaitable[str]]]] = [
     ("A payment over the payer's limit", refuse_over_limit),
     ("A double spend", refuse_double_spend),
     ("A payment over the payee's holding limit", reverse_waterfall),
+    ("An on-us payment over the payee's holding limit", onus_waterfall),
     ("Defunding: CBDC back to the deposit account", defund),
     ("A bank redeems tier-1 money", redeem),
 ]

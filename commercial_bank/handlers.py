@@ -195,7 +195,9 @@ async def pay(request: web.Request) -> web.Response:
     services, body = await _body(request)
     answer, fresh = await services.payments.pay(signed_from_json(parse_json(body)))
     answer["status"] = "created" if fresh else "exists"
-    return json_response(answer, 202 if fresh else 200)
+    if not fresh:
+        return json_response(answer, 200)
+    return json_response(answer, 201 if answer["state"] == "completed" else 202)   # on-us: done at once
 
 
 async def payment_status(request: web.Request) -> web.Response:

@@ -49,6 +49,12 @@ class Spend:
     outgoing: int                                              # counts against the daily limit
     received: dict[bytes, int] = field(default_factory=dict)   # on-us payees -> amount
     payment: tuple | None = None                               # the outbox row of an outbound
+    onus: bool = False                                         # an outbound whose payee banks here
+
+    @property
+    def onus_payee(self) -> bytes:
+        assert self.onus and self.vtx.body.payee is not None
+        return self.vtx.body.payee.owner
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,8 @@ class CommercialBank:
             payment = (body.reference, payer, body.payee.ledger, body.payee.owner, outgoing, vtx.tx_id)
         else:
             outgoing = sum(received.values())
-        return Spend(vtx, payer, outgoing, received, payment)
+        onus = payment is not None and payment[2] == self.bank_id
+        return Spend(vtx, payer, outgoing, received, payment, onus)
 
     def check_per_payment(self, spend: Spend, payer: asyncpg.Record) -> None:
         tier = self.tier(payer)
@@ -180,7 +187,8 @@ class CommercialBank:
         if payer is not None:
             self.check_per_payment(spend, payer)
         if spend.payment is not None:
-            spend = Spend(spend.vtx, spend.payer, spend.outgoing, spend.received, spend.payment + (outbound_json,))
+            spend = Spend(spend.vtx, spend.payer, spend.outgoing, spend.received, spend.payment + (outbound_json,),
+                          spend.onus)
         return self._outcome(spend, await self.batcher.submit(spend))
 
     def _outcome(self, spend: Spend, result: ApplyResult | Refusal) -> ApplyResult:
@@ -234,7 +242,7 @@ class CommercialBank:
     async def _apply_spends(self, conn: asyncpg.Connection, batch: Sequence[Spend]) -> list[ApplyResult | Refusal]:
         now = self.now()
         payers = sorted({s.payer for s in batch})
-        payees = sorted({k for s in batch for k in s.received})
+        payees = sorted({k for s in batch for k in s.received} | {s.onus_payee for s in batch if s.onus})
         wallets = await store.lock_wallets(conn, sorted(set(payers) | set(payees)))
         already = await store.logged(conn, [s.vtx.tx_id for s in batch])
         used = await store.outgoing_since(conn, payers, now - now % DAY_SECONDS)
@@ -243,20 +251,27 @@ class CommercialBank:
             held[key] = held.get(key, 0) + amount
         known = await store.payment_tx_ids(conn, [s.payment[0] for s in batch if s.payment])
         verdicts: list[Exception | None] = []
+        as_coins: dict[int, int] = {}       # on-us outbound -> the part the payee receives as coins
         for s in batch:
-            error = None if s.vtx.tx_id in already else self._check(s, wallets, used, held, known)
+            error = None if s.vtx.tx_id in already else self._check(s, wallets, used, held, known, as_coins)
             verdicts.append(error)
             if error is None and s.vtx.tx_id not in already:
                 used[s.payer] = used.get(s.payer, 0) + s.outgoing
                 for key, amount in s.received.items():
                     held[key] = held.get(key, 0) + amount
+                if s.onus:
+                    held[s.onus_payee] = held.get(s.onus_payee, 0) + as_coins[id(s)]
         chosen = [s for s, v in zip(batch, verdicts) if v is None]
         applied = dict(zip((id(s) for s in chosen), await self.engine.apply([s.vtx for s in chosen], conn)))
         created = [s for s in chosen if applied[id(s)].code == CREATED]
         await self._record_spends(conn, created, applied, now)
+        onus = [s for s in created if s.onus]
+        if onus:
+            await self._credit_onus(conn, onus, applied, as_coins, wallets, now)
         return [applied[id(s)] if v is None else Refusal(v) for s, v in zip(batch, verdicts)]
 
-    def _check(self, s: Spend, wallets: dict, used: dict, held: dict, known: dict) -> Exception | None:
+    def _check(self, s: Spend, wallets: dict, used: dict, held: dict, known: dict,
+               as_coins: dict[int, int]) -> Exception | None:
         payer = wallets.get(s.payer)
         if payer is None:
             return NotFound("the payer's wallet is not registered here", code="payer_unknown")
@@ -277,6 +292,25 @@ class CommercialBank:
                 return Conflict("the payee's wallet would exceed its holding limit", code="payee_holding_limit")
         if s.payment is not None and s.payment[0] in known and known[s.payment[0]] != s.vtx.tx_id:
             return Conflict("this payment id was used for another payment", code="payment_conflict")
+        if s.onus:
+            return self._split_onus(s, wallets, held, as_coins)
+        return None
+
+    def _split_onus(self, s: Spend, wallets: dict, held: dict, as_coins: dict[int, int]) -> Exception | None:
+        """An on-us outbound: what the payee may still hold is paid as coins; the excess goes to its
+        linked deposit account (reverse waterfall), or, with none, the payment is refused."""
+        key = s.onus_payee
+        payee = wallets.get(key)
+        if payee is None:
+            return Unprocessable("the payee is not a wallet of this bank", code="payee_unknown")
+        if key == s.payer:
+            return Unprocessable("a wallet does not pay itself", code="payee_is_payer")
+        room = max(self.tier(payee).holding - held.get(key, 0), 0)
+        if s.outgoing > room and payee["deposit_account"] is None:
+            self.metrics.limit_refusals.labels("payee_holding_limit").inc()
+            return Conflict("the payee's wallet would exceed its holding limit and has no linked deposit account",
+                            code="payee_holding_limit")
+        as_coins[id(s)] = min(s.outgoing, room)
         return None
 
     async def _record_spends(self, conn: asyncpg.Connection, created: list[Spend], applied: dict, now: int) -> None:
@@ -296,6 +330,31 @@ class CommercialBank:
             inserted = await store.insert_payments(conn, outbox, now)
             if len(inserted) != len(outbox):
                 raise _OutboxRace()
+
+    async def _credit_onus(self, conn: asyncpg.Connection, onus: list[Spend], applied: dict,
+                           as_coins: dict[int, int], wallets: dict, now: int) -> None:
+        """Credit the payees of on-us outbounds in the transaction that applied them: an inbound tx for
+        the coins, the inbound record, the excess bound for the deposit account (a waterfall defund
+        that the recovery loop takes to tier 1), and the payment completed -- no tier-1 settlement."""
+        inbound = {id(s): self.own_tx("inbound", s.onus_payee, as_coins[id(s)], f"in:{s.payment[0]}")
+                   for s in onus if as_coins[id(s)]}
+        results = dict(zip(inbound, await self.engine.apply(list(inbound.values()), conn)))
+        rows = []
+        for s in onus:
+            pid, payee, coins = s.payment[0], s.onus_payee, as_coins[id(s)]
+            vtx = inbound.get(id(s))
+            if vtx is not None:
+                result = results[id(s)]
+                assert result.code == CREATED, f"the inbound of on-us payment {pid} was answered {result.code}"
+                rows.append(activity(payee, result.seq, vtx.tx_id, "inbound", coins, 0,
+                                     f"{self.bank_id}:{s.payer.hex()}", vtx.body.reference, now))
+            await store.insert_inbound(conn, pid, self.bank_id, payee, s.outgoing, s.outgoing - coins, s.vtx.tx_id,
+                                       None, vtx.tx_id if vtx else None, now)
+            if coins < s.outgoing:
+                await store.insert_defund(conn, f"waterfall:{pid}", payee, wallets[payee]["deposit_account"],
+                                          s.outgoing - coins, None, now, kind="waterfall")
+        await store.insert_activity(conn, rows)
+        await store.onus_completed(conn, [s.payment[0] for s in onus], now)
 
     # -- the bank's own value-creating transactions (mint, inbound), in the caller's transaction --
 

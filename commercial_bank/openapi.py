@@ -104,12 +104,13 @@ def _paths() -> dict[str, Any]:
             "in order; one refused item never fails the others", {200: _ref("BatchResults")},
             BODY_ERRORS + ["batch_size_invalid", "overloaded"],
             body=_obj({"transactions": {"type": "array", "minItems": 1, "items": tx}}), signed=False)},
-        "/v1/payments": {"post": _op("Cross-bank payment: a wallet-signed outbound (202 accepted, 200 repeat)",
-                                     {202: payment, 200: payment},
+        "/v1/payments": {"post": _op("Cross-bank payment: a wallet-signed outbound (202 accepted, 200 repeat); "
+                                     "naming this bank: on-us through the bank (201 completed)",
+                                     {201: payment, 202: payment, 200: payment},
                                      TX_ERRORS + ["payment_id_invalid", "outputs_not_change", "payee_bank_unknown",
                                                   "payee_bank_suspended", "limit_per_payment", "limit_daily",
                                                   "payment_conflict", "wallet_not_found", "payee_unknown",
-                                                  "payee_holding_limit", "payee_bank_unavailable",
+                                                  "payee_holding_limit", "payee_is_payer", "payee_bank_unavailable",
                                                   "upstream_unavailable"], body=tx, signed=False)},
         "/v1/payments/{payment_id}": {"get": _op("A payment's state (the payer only)", {200: payment},
                                                  ["payment_not_found"], params=["payment_id"])},
@@ -162,7 +163,7 @@ def _schemas() -> dict[str, Any]:
                          "refund_tx_id": NULLABLE_STR, "attempts": INT, "last_error": NULLABLE_STR}),
         "Inbound": _obj({"payment_id": STR, "status": {"const": "credited"}, "payer_bank": STR, "payee_key": HEX32,
                          "amount": AMOUNT, "deposit_amount": INT, "inbound_tx_id": NULLABLE_STR,
-                         "settle_tx_id": HEX32}),
+                         "settle_tx_id": NULLABLE_STR}),
     }
 
 

@@ -18,6 +18,11 @@ under the notice's payment id, and is signed by its payer for ledger A; then, in
 transaction, insert the ``bank_inbound`` row (unique payment id) and apply the ``inbound`` tx
 (reference ``in:<payment id>``, deterministic). A duplicate answers with the recorded credit.
 The central bank never learns the payee's key; A cannot make B credit anyone the payer did not sign.
+
+An outbound naming A itself as the payee's bank is an on-us payment through the bank (how a wallet
+pays a payee over its holding limit): step 1 also credits the payee, in the same DB transaction --
+coins up to the payee's room, the excess to its linked deposit account by a ``waterfall`` defund --
+and the payment is ``completed`` at once, with no tier-1 settlement (commercial_bank/ledger.py).
 """
 from __future__ import annotations
 
@@ -76,12 +81,13 @@ class Payments:
             return payment_json(known), False          # a resubmission: its status, nothing else
         assert vtx.body.payee is not None
         self.bank.check_per_payment(spend, payer)      # before asking the payee bank for anything
-        entry = await self._check_payee_bank(vtx.body.payee.ledger)
-        await self._reserve(entry, vtx)
+        if not spend.onus:   # on-us: the payee's limit is checked with its wallet locked, in the batch
+            entry = await self._check_payee_bank(vtx.body.payee.ledger)
+            await self._reserve(entry, vtx)
         result = await self.bank.submit(spend, payer, orjson.dumps(signed_to_json(stx)))
         if result.code == CREATED:
             failpoint("payment.after_outbound")
-            self.wakeup.set()
+            self.wakeup.set()   # settle it or, on-us, take any excess to the deposit account
         row = await store.get_payment(self.pool, vtx.body.reference)
         assert row is not None, "an accepted outbound has its outbox row"
         return payment_json(row), result.code == CREATED
@@ -370,7 +376,7 @@ def inbound_json(row: asyncpg.Record) -> dict[str, Any]:
     return {"payment_id": row["payment_id"], "status": "credited", "payer_bank": row["payer_bank"],
             "payee_key": row["payee_key"].hex(), "amount": row["amount"], "deposit_amount": row["deposit_amount"],
             "inbound_tx_id": row["inbound_tx_id"].hex() if row["inbound_tx_id"] else None,
-            "settle_tx_id": row["settle_tx_id"].hex()}
+            "settle_tx_id": row["settle_tx_id"].hex() if row["settle_tx_id"] else None}
 
 
 def _reservation_json(row: asyncpg.Record) -> dict[str, Any]:

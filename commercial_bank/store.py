@@ -257,6 +257,8 @@ OPEN_PAYMENTS_SQL = f"""SELECT {PAYMENT_COLUMNS} FROM bank_payments WHERE state 
                         ORDER BY created_at, payment_id LIMIT $2"""
 PAYMENT_SETTLED_SQL = f"""UPDATE bank_payments SET state = 'settled', notice = $2, updated_at = $3
                           WHERE payment_id = $1 AND state = 'pending' RETURNING {PAYMENT_COLUMNS}"""
+ONUS_COMPLETED_SQL = """UPDATE bank_payments SET state = 'completed', updated_at = $2
+                       WHERE payment_id = ANY($1::text[]) AND state = 'pending'"""
 PAYMENT_COMPLETED_SQL = f"""UPDATE bank_payments SET state = 'completed', updated_at = $2, last_error = NULL
                             WHERE payment_id = $1 AND state = 'settled' RETURNING {PAYMENT_COLUMNS}"""
 PAYMENT_REFUNDED_SQL = f"""UPDATE bank_payments SET state = 'refunded', refusal_code = $2, refund_tx_id = $3,
@@ -296,6 +298,11 @@ async def payment_settled(db: Executor, payment_id: str, notice: bytes, now: int
     return await db.fetchrow(PAYMENT_SETTLED_SQL, payment_id, notice, now)
 
 
+async def onus_completed(conn: asyncpg.Connection, payment_ids: list[str], now: int) -> None:
+    """On-us payments are completed in the transaction that records them: no tier-1 settlement."""
+    await conn.execute(ONUS_COMPLETED_SQL, payment_ids, now)
+
+
 async def payment_completed(db: Executor, payment_id: str, now: int) -> asyncpg.Record | None:
     return await db.fetchrow(PAYMENT_COMPLETED_SQL, payment_id, now)
 
@@ -315,7 +322,7 @@ async def outbox(db: Executor) -> dict[str, tuple[int, int]]:
 
 
 async def insert_inbound(conn: asyncpg.Connection, payment_id: str, payer_bank: str, payee_key: bytes,
-                         amount: int, deposit_amount: int, outbound_tx_id: bytes, settle_tx_id: bytes,
+                         amount: int, deposit_amount: int, outbound_tx_id: bytes, settle_tx_id: bytes | None,
                          inbound_tx_id: bytes | None, now: int) -> bool:
     """Record the credit of a payment; False if it was already recorded (nothing written)."""
     return await conn.fetchval(INSERT_INBOUND_SQL, payment_id, payer_bank, payee_key, amount, deposit_amount,

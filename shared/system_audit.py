@@ -24,6 +24,9 @@ a minus; a settlement raises escrow(X) before X credits the payee, so it is a pl
 the central bank's, and I5: a payment id settles at most once (cb_payments' key), is credited at
 most once and only as settled (bank_inbound against cb_payments, one inbound tx per credit), is
 refunded only if tier 1 refused it, and every mint / refund / inbound reference occurs once.
+An on-us payment through the bank (an outbound naming the payer's own bank) is never at tier 1:
+it must be completed and credited in the same snapshot, and its excess over the payee's holding
+limit is a waterfall defund like a cross-bank one's.
 """
 from __future__ import annotations
 
@@ -175,8 +178,12 @@ def _check_supply(audit: SystemAudit, cb: dict) -> None:
 
 def _check_payer_side(audit: SystemAudit, f: BankFigures, rows: dict, cb_payments: dict, banks: dict,
                       order: dict[str, int]) -> None:
+    own_inbound = {r["payment_id"]: r for r in rows["inbound"]}
     for p in rows["payments"]:
         pid, at_cb = p["payment_id"], cb_payments.get(p["payment_id"])
+        if p["payee_bank"] == f.bank_id:
+            _check_onus_payment(audit, f, p, at_cb, own_inbound.get(pid))
+            continue
         settled = at_cb is not None and at_cb["status"] == "settled"
         if at_cb is not None and (at_cb["payer_bank"], at_cb["payee_bank"], at_cb["amount"]) != \
                 (f.bank_id, p["payee_bank"], p["amount"]):
@@ -197,6 +204,17 @@ def _check_payer_side(audit: SystemAudit, f: BankFigures, rows: dict, cb_payment
                 audit.breach(f"I5 payment {pid}: completed at {f.bank_id} but not credited at {p['payee_bank']}")
             else:
                 audit.open_items.append(f"payment {pid} completed at {f.bank_id}, credit read earlier")
+
+
+def _check_onus_payment(audit: SystemAudit, f: BankFigures, p, at_cb, credit) -> None:
+    """An on-us payment through the bank: completed and credited in the one DB transaction that
+    applied it (so in the same snapshot), never at tier 1."""
+    pid = p["payment_id"]
+    if at_cb is not None:
+        audit.breach(f"I5 payment {pid}: on-us at {f.bank_id}, but the central bank has a record of it")
+    if p["state"] != "completed" or credit is None or credit["amount"] != p["amount"] \
+            or credit["payer_bank"] != f.bank_id:
+        audit.breach(f"I5 payment {pid}: on-us at {f.bank_id}, but not completed and credited as one step")
 
 
 def _count_tier1_after_snapshot(f: BankFigures, rows: dict, cb_payments: dict, moves: list) -> None:
@@ -221,7 +239,12 @@ def _check_payee_side(audit: SystemAudit, f: BankFigures, rows: dict, cb_payment
         if waterfalls.get(f"waterfall:{pid}", 0) != r["deposit_amount"]:
             audit.breach(f"I5 payment {pid} at {f.bank_id}: {r['deposit_amount']} to the deposit account, but "
                          f"its waterfall row says {waterfalls.get(f'waterfall:{pid}', 0)}")
+    onus = {p["payment_id"] for p in rows["payments"] if p["payee_bank"] == f.bank_id}
     for pid, r in credited.items():
+        if r["payer_bank"] == f.bank_id:
+            if pid not in onus:
+                audit.breach(f"I5 payment {pid}: credited at {f.bank_id} as on-us without its on-us payment")
+            continue
         at_cb = cb_payments.get(pid)
         if at_cb is None or at_cb["status"] != "settled" or at_cb["payee_bank"] != f.bank_id \
                 or at_cb["amount"] != r["amount"] or at_cb["payer_bank"] != r["payer_bank"]:
@@ -266,7 +289,7 @@ def _check_created(audit: SystemAudit, bank_id: str, rows: dict) -> None:
     for r in rows["payments"]:
         if r["state"] == "refunded":
             expected[(KIND_MINT, f"refund:{r['payment_id']}")] = r["amount"]
-    for r in rows["inbound"]:
+    for r in rows["inbound"]:   # cross-bank credits and on-us payments through the bank
         if r["amount"] > r["deposit_amount"]:   # the rest went to the payee's deposit (reverse waterfall)
             expected[(KIND_INBOUND, f"in:{r['payment_id']}")] = r["amount"] - r["deposit_amount"]
     found = {(r["kind"], r["reference"]): r for r in rows["created"]}

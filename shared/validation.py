@@ -13,7 +13,7 @@
  6. input_malformed, input_index_invalid, amount_not_positive, amount_too_large   (field=inputs, index)
  7. duplicate_input           the same outpoint twice (index of the second)
  8. amount_not_positive, amount_too_large, owner_key_invalid      (field=outputs, index)
- 9. payee_missing / payee_not_allowed / payee_invalid / payee_same_ledger / amount_*  (field=payee)
+ 9. payee_missing / payee_not_allowed / payee_invalid / amount_*  (field=payee)
 10. amount_overflow           a sum of amounts exceeds AMOUNT_MAX
 11. amounts_must_balance      (balanced kinds) value in != value out (+ payee amount)
     must_destroy_value        (destroying kinds) value out >= value in
@@ -135,8 +135,6 @@ def _check_items(tx: Tx, rules: LedgerRules) -> None:
         if type(tx.payee.ledger) is not str or not LEDGER_ID_RE.fullmatch(tx.payee.ledger) \
                 or tx.payee.ledger == LEDGER_CB:
             raise _reject("payee_invalid", "the payee must name another bank's ledger", "payee")
-        if tx.payee.ledger == tx.ledger:
-            raise _reject("payee_same_ledger", "a payee at this bank is paid by a transfer", "payee")
         if not crypto.is_valid_public_key(tx.payee.owner):
             raise _reject("owner_key_invalid", "the payee is not a valid Ed25519 public key", "payee")
         _check_amount(tx.payee.amount, "payee", None)

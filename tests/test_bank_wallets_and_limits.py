@@ -9,16 +9,17 @@ import pytest
 from commercial_bank.client import APIError, build_spend, coins_of
 from shared.crypto import PrivateKey
 from shared.signing import NONCE, sign_request
-from shared.tx import Output, Tx
+from shared import db
+from shared.tx import Output, Payee, Tx
 from shared.validation import sign
-from tests.bank_harness import assert_system_consistent, start_bank, stop_bank
+from tests.bank_harness import assert_system_consistent, start_bank, stop_bank, wait_until
 
 MAJOR = 100
 
 
 @pytest.fixture(scope="module")
 async def bank(central_bank):
-    b = await start_bank(central_bank, "wl")
+    b = await start_bank(central_bank, "wl", holdings=8_000_000)
     yield b
     await stop_bank(b)
 
@@ -216,3 +217,73 @@ async def test_history_is_paginated_by_seq_and_receipts_are_the_wallets_own(bank
         await stranger.client.receipt(entries[1]["tx_id"])
     assert exc.value.code == "receipt_not_found"
     await assert_system_consistent(bank.cb, [bank])
+
+
+async def test_on_us_payment_over_the_payees_limit_sends_the_excess_to_its_deposit_account(bank):
+    """Reverse waterfall on us: a transfer cannot pay a payee over its holding limit, but an outbound
+    naming this bank pays it through the bank -- coins up to the payee's room, the excess to its
+    linked deposit account (a tier-1 defund of the escrow, then the deposit credit), all or nothing."""
+    alice = await bank.funded_wallet(15_000 * MAJOR)
+    saver = await bank.wallet("anonymous", account=True)            # holds at most 10,000
+    await alice.client.transfer(await alice.spend("transfer", 4_000 * MAJOR, to=saver.public_key))
+    await _refused(alice.client.transfer(await alice.spend("transfer", 8_000 * MAJOR, to=saver.public_key)), 409,
+                   "payee_holding_limit")
+    pid = f"{bank.bank_id}:onus-waterfall"
+    stx = await alice.spend("outbound", 8_000 * MAJOR, payee=Payee(bank.bank_id, saver.public_key, 8_000 * MAJOR),
+                            reference=pid)
+    answer = await alice.client.pay(stx)
+    assert (answer["status"], answer["state"], answer["settle_tx_id"]) == ("created", "completed", None)
+    assert await saver.client.balance() == 10_000 * MAJOR
+    assert await alice.client.balance() == 3_000 * MAJOR
+    credit = [e for e in await saver.client.history() if e["kind"] == "inbound"]
+    assert [(e["change"], e["reference"]) for e in credit] == [(6_000 * MAJOR, f"in:{pid}")]
+    waterfall = await wait_until(lambda: _credited(saver, f"waterfall:{pid}"), "the waterfall credited")
+    assert (waterfall["kind"], waterfall["amount"]) == ("waterfall", 2_000 * MAJOR)
+    assert (await saver.client.credit_deposit(1, "probe"))["balance"] == 2_000 * MAJOR + 1
+    again = await alice.client.pay(stx)                                   # a resubmission: the status, nothing more
+    assert (again["status"], again["state"]) == ("exists", "completed")
+    assert (await alice.client.wallet())["limits"]["used_today"] == 12_000 * MAJOR
+    await assert_system_consistent(bank.cb, [bank])
+
+
+async def test_on_us_payment_through_the_bank_is_refused_before_any_value_moves(bank):
+    alice = await bank.funded_wallet(10_500 * MAJOR)
+    plain = await bank.wallet("anonymous", account=False)           # no deposit account: no waterfall
+    outsider = PrivateKey.generate().public_key
+
+    async def pay(to: bytes, amount: int, name: str):
+        stx = await alice.spend("outbound", amount, payee=Payee(bank.bank_id, to, amount),
+                                reference=f"{bank.bank_id}:{name}")
+        return await alice.client.pay(stx)
+
+    await _refused(pay(plain.public_key, 10_000 * MAJOR + 1, "too-much"), 409, "payee_holding_limit")
+    await _refused(pay(outsider, 100, "nobody"), 422, "payee_unknown")
+    await _refused(pay(alice.public_key, 100, "myself"), 422, "payee_is_payer")
+    assert await alice.client.balance() == 10_500 * MAJOR and await plain.client.balance() == 0
+    fits = await pay(plain.public_key, 10_000 * MAJOR, "fits")          # exactly the room: all of it as coins
+    assert fits["state"] == "completed" and await plain.client.balance() == 10_000 * MAJOR
+    await _refused(plain.client.defund_status(f"waterfall:{bank.bank_id}:fits"), 404, "defund_not_found")
+    await assert_system_consistent(bank.cb, [bank])
+
+
+async def test_the_audit_requires_an_on_us_payment_to_be_credited_in_the_same_step(bank):
+    from shared.system_audit import audit_system
+    alice = await bank.funded_wallet(1_000 * MAJOR)
+    bob = await bank.wallet("full")
+    pid = f"{bank.bank_id}:audited"
+    await alice.client.pay(await alice.spend("outbound", 300 * MAJOR, payee=Payee(bank.bank_id, bob.public_key,
+                                                                                  300 * MAJOR), reference=pid))
+    await assert_system_consistent(bank.cb, [bank])
+    cb_url = db.database_url(bank.cb.pg_server, bank.cb.database_name)
+    await bank.pool.execute("UPDATE bank_payments SET state = 'pending' WHERE payment_id = $1", pid)
+    try:
+        audit = await audit_system(cb_url, {bank.bank_id: bank.database_url})
+    finally:
+        await bank.pool.execute("UPDATE bank_payments SET state = 'completed' WHERE payment_id = $1", pid)
+    assert audit.breaches == [f"I5 payment {pid}: on-us at {bank.bank_id}, but not completed and credited as one step"]
+    await assert_system_consistent(bank.cb, [bank])
+
+
+async def _credited(wallet, defund_id: str):
+    answer = await wallet.client.defund_status(defund_id)
+    return answer if answer["state"] == "credited" else None

@@ -16,6 +16,7 @@ def test_demo_tells_the_story_and_passes_the_audit(tmp_path):
     out = cbdc("demo", "--state-dir", str(tmp_path / "no-system-here"), timeout=180)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for step in ("maker-checker", "on-us payment", "cross-bank payment", "refused", "reverse waterfall",
+                 "pays through the bank",
                  "Defunding", "redeems", "Balances", "audit passed", "demo passed"):
         assert step in out.stdout, step
     assert "FAIL" not in out.stdout and "Traceback" not in out.stderr

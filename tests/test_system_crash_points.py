@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from commercial_bank.settings import DEFAULT_TIERS
 from shared import failpoints
 from shared.tx import Payee
 from tests.bank_harness import Wallet
@@ -112,6 +113,35 @@ async def test_payment_converges_after_a_payee_bank_crash(system, point):
     await system.wait_converged()
     assert (await alice.client.payment(pid))["state"] == "completed"
     assert (await alice.client.balance(), await bob.client.balance()) == (3_800, 1_200)
+
+
+ONUS_WATERFALL_POINTS = ("payment.after_outbound", "defund.after_store_defund", "defund.after_defund",
+                         "defund.after_credit")
+
+
+@pytest.mark.parametrize("point", ONUS_WATERFALL_POINTS)
+async def test_on_us_waterfall_converges_after_a_crash(system, point):
+    """An on-us payment through the bank over the payee's limit: one commit applies it and credits
+    the payee; the excess then goes through the waterfall's defund steps. A crash after any of them
+    converges: the payee holds its limit, the deposit account gets the excess once."""
+    service = system.services["bank-a"]
+    service.env["CBDC_BANK_KYC_TIERS"] = DEFAULT_TIERS + ",tiny:10/20/10"    # holds at most 10.00
+    alice = await _funded(system, "bank-a", 5_000)
+    await system.restart("bank-a", (point,))
+    alice = _reconnect(system, alice)
+    saver = await system.wallet("bank-a", tier="tiny")
+    pid = f"bank-a:onus-crash-{secrets.token_hex(4)}"
+    stx = await alice.spend("outbound", 1_300, payee=Payee("bank-a", saver.public_key, 1_300), reference=pid)
+    await attempt(alice.client.pay(stx))
+    await system.wait_exit("bank-a")
+    await system.restart("bank-a")
+    await system.wait_converged()
+    alice, saver = _reconnect(system, alice), _reconnect(system, saver)
+    assert (await alice.client.pay(stx))["state"] == "completed"            # the client's retry: the same payment
+    assert (await alice.client.balance(), await saver.client.balance()) == (3_700, 1_000)
+    assert (await saver.client.defund_status(f"waterfall:{pid}"))["state"] == "credited"
+    assert (await saver.client.credit_deposit(1, "probe"))["balance"] == 301   # the excess, credited once
+    await system.wait_converged()
 
 
 async def test_refused_payment_refunds_once_across_two_crashes(system):

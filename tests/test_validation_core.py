@@ -290,9 +290,10 @@ def test_transfer_with_payee():
     assert_rejected(sign(tx, ALICE), "payee_not_allowed", None, "payee")
 
 
-def test_outbound_payee_on_the_same_ledger():
+def test_outbound_payee_on_the_same_ledger_is_an_on_us_payment_through_the_bank():
     tx = replace(OUTBOUND, payee=replace(OUTBOUND.payee, ledger="bank-t"))
-    assert_rejected(sign(tx, ALICE), "payee_same_ledger", None, "payee")
+    assert tx.ledger == "bank-t"
+    assert validate(sign(tx, ALICE), RULES, NOW).body.payee.ledger == tx.ledger
 
 
 @pytest.mark.parametrize("ledger", ["cb", "Bank-U", "b", "bank-", "x" * 33])

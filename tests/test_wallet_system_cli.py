@@ -175,3 +175,25 @@ async def test_defund_and_the_system_audit(system, users):
     audit = await system.wait_converged()
     assert audit.ok
     assert parse_major(await alice.balance()) == 30_000
+
+
+async def test_paying_over_the_payees_holding_limit_sends_the_excess_to_their_deposit(system, users, tmp_path):
+    """On us, reverse waterfall: the transfer is refused for the payee's limit, so the wallet pays
+    through the bank; the payee holds its limit in CBDC and the excess arrives in its deposit account."""
+    alice, bob, _ = users
+    dave = await new_wallet(tmp_path, "dave", "bank-a", system.services["bank-a"].url, tier="anonymous")
+    await alice.run("fund", "10200.00")
+    paid = await alice.run("pay", dave.address, "10200.00")
+    assert f"paid 10200.00 to {dave.address} (on-us, through the bank" in paid.stdout, paid.stdout
+    assert await dave.balance() == "10000.00" and await alice.balance() == "300.00"
+    await dave.run("pay", bob.address, "200.00")          # room again; the 200.00 excess is in dave's deposit
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CREDIT_WAIT_SECONDS
+    while (funded := await dave.run("fund", "200.00", ok=False)).returncode != 0:
+        assert "[deposit_insufficient]" in funded.stderr and loop.time() < deadline, funded.stderr
+        await asyncio.sleep(0.2)
+    assert await dave.balance() == "10000.00"
+    await dave.run("pay", bob.address, "0.01")
+    one_line(await dave.run("fund", "0.01", ok=False), "[deposit_insufficient]")   # it was the excess, exactly
+    audit = await system.wait_converged()
+    assert audit.ok, audit.all_breaches

@@ -3,7 +3,8 @@
     register(ctx, ...)         onboard the account's key (KYC tier, optional deposit account)
     summary(ctx)               balance, limits and pending journal entries
     history(ctx, after, limit) one page of the bank's history for this wallet
-    pay(ctx, payee, amount)    same bank -> transfer; other bank -> outbound. Journal first, then submit.
+    pay(ctx, payee, amount)    same bank -> transfer (over the payee's holding limit: an on-us outbound,
+                               the excess to its deposit); other bank -> outbound. Journal first, then submit.
     wait_payment(ctx, id, s)   bounded wait until a cross-bank payment is completed or refunded
     status(ctx, id)            a payment id (bank-a:...) or a journaled tx id
     fund(ctx, amount)          deposit -> CBDC; the funding id is journaled first (a retry never double-funds)
@@ -35,7 +36,8 @@ from wallet.bank import WalletBank
 from wallet.errors import WalletError
 from wallet.journal import ACCEPTED, PENDING, REJECTED, Entry, Journal
 from wallet.keystore import Account, Keystore
-from wallet.payments import UNKNOWN, Outcome, build_burn, build_payment, journal_signed, sign, submit
+from wallet.payments import (UNKNOWN, Outcome, build_burn, build_outbound, build_payment, journal_signed, sign,
+                             submit)
 from wallet.refusals import explain
 from wallet.requests import parse_payee
 
@@ -80,7 +82,8 @@ class PayResult:
     payee: Address
     answer: dict[str, Any]
     retried: bool             # the journal already held this payment: its saved bytes were re-sent
-    payment_id: str = ""      # cross-bank only
+    payment_id: str = ""      # outbound only
+    through_bank: bool = False   # an on-us outbound: the excess over the payee's holding limit went to its deposit
     final: dict[str, Any] = field(default_factory=dict)   # the payment's state after wait_payment
 
 
@@ -154,10 +157,22 @@ async def pay(ctx: Context, payee_text: str, amount: int | None, memo: str = "")
                            reserved=ctx.journal.reserved(ctx.account.name),
                            reference=memo if address.ledger == ctx.account.bank else "")
         entry = journal_signed(ctx.journal, ctx.account, sign(ctx.keystore, ctx.account, tx), now)
-    entry, result = await _send(ctx, entry)
+    try:
+        entry, result = await _send(ctx, entry)
+    except BankRefused as exc:
+        if entry.signed.body.kind != "transfer" or exc.extra.get("refusal") != "payee_holding_limit":
+            raise
+        # the payee may not hold that much: pay through the bank, which sends the excess to the payee's
+        # linked deposit account (reverse waterfall) or, if it has none, refuses this too
+        tx = build_outbound(ctx.account, await ask(ctx, ctx.bank.coins()), address, amount, now=now,
+                            seed=secrets.randbits(32), reserved=ctx.journal.reserved(ctx.account.name),
+                            through_bank=True)
+        entry = journal_signed(ctx.journal, ctx.account, sign(ctx.keystore, ctx.account, tx), now)
+        entry, result = await _send(ctx, entry)
     body = entry.signed.body
+    outbound = body.kind == "outbound"
     return PayResult(body.kind, entry.tx_id, amount, address, result.result, retried,
-                     body.reference if body.kind == "outbound" else "")
+                     body.reference if outbound else "", outbound and address.ledger == ctx.account.bank)
 
 
 async def wait_payment(ctx: Context, payment_id: str, timeout_seconds: float) -> dict:

@@ -202,6 +202,10 @@ def cmd_pay(args: argparse.Namespace, unlock: Callable) -> int:
         if result.kind == "transfer":
             print(f"paid {format_major(result.amount)} to {result.payee} (on-us), tx {result.tx_id}{again}")
             return 0
+        if result.through_bank:
+            print(f"paid {format_major(result.amount)} to {result.payee} (on-us, through the bank: what the payee may "
+                  f"not hold goes to their deposit account), payment {result.payment_id}{again}")
+            return 0
         print(f"sent {format_major(result.amount)} to {result.payee} (cross-bank), payment {result.payment_id}{again}")
         state = await actions.wait_payment(ctx, result.payment_id, args.wait) if args.wait else result.answer
         print(actions.describe_payment(state))

@@ -87,14 +87,17 @@ def build_transfer(account: Account, coins: Iterable[Coin], payee: Address, amou
 
 def build_outbound(account: Account, coins: Iterable[Coin], payee: Address, amount: int, *, now: int,
                    reserved: Iterable[Outpoint] = (), seed: int = 0, reference: str = "",
-                   expiry_seconds: int = EXPIRY_SECONDS, inputs_max: int = INPUTS_MAX) -> Tx:
+                   expiry_seconds: int = EXPIRY_SECONDS, inputs_max: int = INPUTS_MAX,
+                   through_bank: bool = False) -> Tx:
     """A cross-bank payment: names the payee's bank, key and amount; change (if any) comes back.
+    With ``through_bank``, the payee may bank here: an on-us payment through the bank, which pays
+    the payee what it may hold as coins and the excess into its linked deposit account.
 
     Its reference is the payment id, ``<payer bank>:<id>`` (the bank requires it). ``reference``
     given: ``<id>``, or the whole payment id; else the id is derived from the inputs (unique,
     since an output is spent once; and the same if the same coins are rebuilt into a payment).
     """
-    if payee.ledger == account.bank:
+    if payee.ledger == account.bank and not through_bank:
         raise WalletError("the payee banks here: that is an on-us transfer", code="payee_same_bank")
     inputs, change = _spend(account, coins, amount, reserved, seed, inputs_max)
     return Tx(account.bank, "outbound", inputs, _change(account, change), Payee(payee.ledger, payee.key, amount),

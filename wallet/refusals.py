@@ -11,6 +11,7 @@ SENTENCES = {
     "limit_daily": "this payment would take you over your daily spending limit; try a smaller amount or wait until tomorrow",
     "limit_holding": "your wallet cannot hold that much: it would go over the holding limit of your KYC tier",
     "payee_holding_limit": "the payee's wallet cannot receive that much: it would go over their holding limit",
+    "payee_is_payer": "a wallet does not pay itself",
     # money
     "insufficient_funds": "you do not have enough money in this wallet for that",
     "funds_reserved": "part of your money is held by payments still pending; wait for them to finish",

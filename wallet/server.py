@@ -216,6 +216,9 @@ async def pay(request: web.Request) -> web.Response:
                                    _form_text(form, "memo"))
         if result.kind == "transfer":
             return f"Paid {format_major(result.amount)} to {result.payee} (same bank)."
+        if result.through_bank:
+            return (f"Paid {format_major(result.amount)} to {result.payee} (same bank; what they may not hold "
+                    "goes to their deposit account).")
         final = await actions.wait_payment(ctx, result.payment_id, PAY_WAIT_SECONDS)
         return f"Sent {format_major(result.amount)} to {result.payee} (cross-bank). {actions.describe_payment(final)}."
     return await _act(request, work)

@@ -26,6 +26,8 @@ BENCH_EXAMPLE = """examples:
   cbdc bench crossbank --rate 500       # open loop: 500 payments/s on a fixed timetable
   cbdc bench mixed --json --duration 20 --seed-outputs 1000000
   cbdc bench onus --use-running --state-dir /tmp/cbdc   # against the system `cbdc up` runs there
+  cbdc bench onus --sweep 400,800,1200,1600 --plot sweep.png   # open loop, one 10 s phase per rate, one PNG
+  cbdc bench onus --sweep auto --plot sweep.png --json          # closed-loop probe, then 20..120 % of its rate
 """
 
 
@@ -41,6 +43,31 @@ def _count(text: str) -> int:
     if not 0 <= value <= 26:
         raise argparse.ArgumentTypeError("must be 0..26")
     return value
+
+
+def _sweep(text: str) -> tuple[float, ...] | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        rates = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("'auto' or comma-separated rates, e.g. 200,400,800") from None
+    if not rates or any(not r > 0 or r == float("inf") for r in rates):
+        raise argparse.ArgumentTypeError("every rate must be > 0")
+    return rates
+
+
+def _bench_conflict(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of `cbdc bench` options, or None."""
+    if args.sweep is not None and args.scenario == "ledger":
+        return "--sweep: only for the HTTP scenarios (onus, onus-batch, crossbank, mixed)"
+    if args.sweep is not None and args.rate is not None:
+        return "--sweep and --rate: give one (a sweep sets the rate of each phase)"
+    if args.plot is not None and args.sweep is None:
+        return "--plot: needs --sweep (it draws the sweep's phases)"
+    if args.plot is not None and not args.plot.lower().endswith(".png"):
+        return "--plot: the file name must end in .png"
+    return None
 
 
 def _state_dir(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "80,000, crossbank 20,000, mixed 40,000)")
     bench.add_argument("--rate", type=float, default=None, metavar="R",
                        help="open loop: R transfers/s on a fixed timetable (default: closed loop)")
+    bench.add_argument("--sweep", type=_sweep, default=None, metavar="R1,R2,...|auto",
+                       help="open-loop rate sweep on one system, set up and pre-signed once: one phase of "
+                       "--duration s per offered rate; 'auto' first runs a closed-loop probe (at most 5 s, "
+                       "--concurrency in flight) and offers 20,40,60,80,100,120 %% of its rate. The report "
+                       "(and the JSON's \"sweep\" list) gives per rate: achieved/s, p50, p95, p99, max, errors. "
+                       "--transactions then counts all phases (default: what the rates need; 3x the "
+                       "scenario's default for auto; too few shortens every phase alike)")
+    bench.add_argument("--plot", default=None, metavar="FILE.png",
+                       help="with --sweep: write a PNG (matplotlib) of achieved throughput and p50/p99 latency "
+                       "against offered rate")
     bench.add_argument("--concurrency", type=_positive_int, default=None, metavar="C",
                        help="closed loop: requests in flight (default 64; 8 for onus-batch)")
     bench.add_argument("--workers", type=_positive_int, default=2, metavar="W",
@@ -222,6 +259,9 @@ async def _admin(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench" and (conflict := _bench_conflict(args)):
+        print(f"cbdc bench: error: {conflict}", file=sys.stderr)
+        return 2
     from central_bank.client import APIError
     try:
         import uvloop

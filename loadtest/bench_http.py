@@ -16,6 +16,15 @@ counted when the payee's bank has credited it (its bank_inbound table, polled ev
 CREDIT_POLL_SECONDS: latency to credit has that resolution); ``mixed`` 4 on-us : 1 cross-bank.
 Every load loop is bounded by the pre-signed count and by time. The system audit (cbdc audit)
 ends every run; the report holds it.
+
+Sweep (``sweep``: a list of rates, or ``"auto"``): one system, one setup and one pre-signing for all
+phases, then one open-loop phase of ``duration_seconds`` per offered rate (a pause of
+SWEEP_PAUSE_SECONDS between phases), each phase sending its own slice of the pre-signed transfers.
+``"auto"`` first runs a closed-loop probe of at most AUTO_PROBE_SECONDS (``concurrency`` in flight)
+and offers AUTO_SHARES percent of the rate it reached. If fewer transfers are pre-signed than the
+phases need, every phase is shortened alike and the report says so. The report's ``sweep`` rows hold
+per offered rate the achieved rate, p50/p95/p99/max latency and errors; its top-level figures are
+those of the phase with the highest achieved rate (loadtest/plot.py draws the rows).
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -47,6 +56,10 @@ SCENARIOS = ("onus", "onus-batch", "crossbank", "mixed")
 CREDIT_POLL_SECONDS = 0.05
 CREDIT_WAIT_SECONDS = 60.0        # after the last request: bound on waiting for cross-bank credits
 REQUEST_TIMEOUT_SECONDS = 60.0
+AUTO_PROBE_SECONDS = 5.0          # sweep "auto": the closed-loop probe's longest duration
+AUTO_SHARES = (20, 40, 60, 80, 100, 120)   # sweep "auto": offered rates, percent of the probe's rate
+AUTO_PROBE_SHARE = 3              # sweep "auto": the probe may send at most 1/3 of the pre-signed transfers
+SWEEP_PAUSE_SECONDS = 1.0         # between sweep phases, so one phase's backlog does not start the next
 
 
 @dataclass
@@ -66,17 +79,38 @@ class HTTPBenchConfig:
     ceilings: bool = True
     ceiling_outputs: int = 200_000       # the database ceiling's scratch ledger
     progress: bool | None = None
+    sweep: tuple[float, ...] | str | None = None   # offered rates (open loop, one phase each), or "auto"
+
+    def per_request(self) -> int:
+        return self.batch_size if self.scenario == "onus-batch" else 1
 
     def presigned(self) -> int:
         if self.transfers:
             return self.transfers
-        return {"onus": 40_000, "onus-batch": 80_000, "crossbank": 20_000, "mixed": 40_000}[self.scenario]
+        default = {"onus": 40_000, "onus-batch": 80_000, "crossbank": 20_000, "mixed": 40_000}[self.scenario]
+        if self.sweep == "auto":
+            return 3 * default
+        if self.sweep:
+            return sweep_transfers(self.sweep, self.duration_seconds, self.per_request())
+        return default
+
+
+def phase_requests(rate: float, duration: float, per_request: int) -> int:
+    """Requests one open-loop phase sends (as _open_loop schedules them)."""
+    return int(duration / (per_request / rate)) + 1
+
+
+def sweep_transfers(rates, duration: float, per_request: int) -> int:
+    """Pre-signed transfers that open-loop phases at ``rates`` for ``duration`` s each need (with a
+    margin of two requests per phase: onus-batch's last batch of each bank may be short)."""
+    return sum((phase_requests(r, duration, per_request) + 2) * per_request for r in rates)
 
 
 @dataclass
 class Tally:
     started: float = 0.0
     finished: float = 0.0
+    requests: int = 0
     transfers: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
@@ -117,6 +151,7 @@ def _jobs(config: HTTPBenchConfig, urls: dict[str, str], plans: list[tuple], wir
 
 
 async def _send(session: aiohttp.ClientSession, job: Job, t0: float, tally: Tally) -> None:
+    tally.requests += 1
     try:
         async with session.post(job.url, data=job.body, headers={"Content-Type": "application/json"}) as response:
             data = await response.read()
@@ -151,8 +186,9 @@ async def _closed_loop(session, jobs: list[Job], config: HTTPBenchConfig, tally:
     queue = iter(jobs)
 
     async def runner() -> None:
-        for job in queue:
-            if time.perf_counter() >= deadline:
+        while time.perf_counter() < deadline:     # take a job only when it is sent: tally.requests counts
+            job = next(queue, None)               # exactly the jobs used
+            if job is None:
                 return
             await _send(session, job, time.perf_counter(), tally)
             progress.advance(job.transfers)
@@ -236,6 +272,74 @@ async def _drive(config: HTTPBenchConfig, system: state.System, jobs: list[Job],
     return tally
 
 
+def _row(offered: float | None, tally: Tally) -> dict:
+    seconds = max(tally.finished - tally.started, 1e-9)
+    return {"offered": offered, "achieved": round(tally.transfers / seconds, 1),
+            "p50": round(_percentile(tally.latencies_ms, 0.50), 1),
+            "p95": round(_percentile(tally.latencies_ms, 0.95), 1),
+            "p99": round(_percentile(tally.latencies_ms, 0.99), 1),
+            "max": round(max(tally.latencies_ms, default=0.0), 1),
+            "errors": sum(tally.errors.values()), "error_codes": dict(tally.errors),
+            "transfers": tally.transfers, "requests": tally.requests, "seconds": round(seconds, 2)}
+
+
+async def _sweep(config: HTTPBenchConfig, system: state.System, jobs: list[Job], bank_db_urls: dict[str, str]
+                 ) -> tuple[Tally, dict]:
+    """The open-loop phases of a sweep (after a closed-loop probe for "auto"), each on its own slice of
+    ``jobs``. Returns the tally of the phase with the highest achieved rate and the report's sweep keys
+    (``errors`` summed over every phase, the probe's included)."""
+    per_request = config.per_request()
+    duration = config.duration_seconds
+    cursor, probe, errors = 0, None, {}
+    out: dict = {}
+    if config.sweep == "auto":
+        probe_seconds = min(duration, AUTO_PROBE_SECONDS)
+        budget = jobs[:max(1, len(jobs) // AUTO_PROBE_SHARE)]
+        tally = await _drive(replace(config, rate=None, sweep=None, duration_seconds=probe_seconds), system,
+                             budget, bank_db_urls)
+        cursor = tally.requests
+        probe = _row(None, tally)
+        probe["concurrency"] = config.concurrency
+        for code, n in tally.errors.items():
+            errors[code] = errors.get(code, 0) + n
+        if probe["achieved"] <= 0:
+            raise RuntimeError(f"the closed-loop probe completed no transfers: {tally.errors}")
+        rates = [max(1.0, float(round(probe["achieved"] * share / 100))) for share in AUTO_SHARES]
+        out["sweep_probe"] = probe
+        out["sweep_shares_of_probe"] = list(AUTO_SHARES)
+        await asyncio.sleep(SWEEP_PAUSE_SECONDS)
+    else:
+        rates = [float(r) for r in config.sweep]
+    left = sum(j.transfers for j in jobs[cursor:])
+    needed = sweep_transfers(rates, duration, per_request)
+    if needed > left:
+        duration = max(0.1, duration * left / needed)
+        out["sweep_note"] = (f"every phase shortened to {duration:.2f} s: {left:,} pre-signed transfers were left "
+                             f"for phases needing {needed:,} (raise --transactions)")
+    rows, tallies = [], []
+    for n, rate in enumerate(rates):
+        if n:
+            await asyncio.sleep(SWEEP_PAUSE_SECONDS)
+        count = phase_requests(rate, duration, per_request)
+        part = jobs[cursor:cursor + count]
+        cursor += len(part)
+        if not part:
+            raise RuntimeError(f"no pre-signed transfers left for the phase at {rate:g}/s")
+        tally = await _drive(replace(config, rate=rate, sweep=None, duration_seconds=duration), system, part,
+                             bank_db_urls)
+        rows.append(_row(rate, tally))
+        tallies.append(tally)
+        for code, k in tally.errors.items():
+            errors[code] = errors.get(code, 0) + k
+    best = max(range(len(rows)), key=lambda i: rows[i]["achieved"])
+    out.update({"mode": "open-loop sweep at " + ", ".join(f"{r:g}" for r in rates) + f" transfers/s, {round(duration, 2):g} s "
+                        "each" + (f" (shares of a {probe['achieved']:g}/s closed-loop probe at c={config.concurrency})"
+                                  if probe else ""),
+                "sweep": rows, "sweep_phase_seconds": round(duration, 2), "sweep_best_offered": rows[best]["offered"],
+                "sweep_transfers": sum(r["transfers"] for r in rows), "errors": errors})
+    return tallies[best], out
+
+
 def _watch_system(watch: ProcessWatch, supervisor, system: state.System) -> None:
     for s in system.services:
         try:
@@ -313,9 +417,14 @@ async def run_http_bench(config: HTTPBenchConfig) -> dict:
         watch.start()
         stop = asyncio.Event()
         sampler = asyncio.ensure_future(_watch(watch, stop))
-        tally = await _drive(config, system, jobs, bank_db_urls)
-        stop.set()
-        await sampler
+        try:
+            if config.sweep:
+                tally, sweep_report = await _sweep(config, system, jobs, bank_db_urls)
+            else:
+                tally, sweep_report = await _drive(config, system, jobs, bank_db_urls), {}
+        finally:
+            stop.set()
+            await sampler
         seconds = max(tally.finished - tally.started, 1e-9)
         tps = tally.transfers / seconds
         report.update({
@@ -327,8 +436,9 @@ async def run_http_bench(config: HTTPBenchConfig) -> dict:
             "latency_note": {"crossbank": "request sent (or scheduled) to payee credited",
                              "mixed": "on-us: to the answer; cross-bank: to the payee's credit",
                              "onus-batch": "per request (one batch)"}.get(config.scenario, "per request")
-                            + ("; from the scheduled time (open loop)" if config.rate else ""),
+                            + ("; from the scheduled time (open loop)" if config.rate or config.sweep else ""),
             "errors": tally.errors,
+            **sweep_report,
             "cpu_seconds": watch.cpu_seconds(),
             "peak_rss_mb": {g: round(v / 2**20) for g, v in watch.peak_rss.items()},
         })

@@ -7,8 +7,10 @@ commercial_bank/payments.py, the loop that finishes interrupted work in commerci
 
 Limits are checked inside the database transaction that applies the batch, with the wallets'
 rows locked (in key order), so two concurrent payments can never together break a limit, in this
-process or in another. The daily outgoing total is summed from ``bank_activity`` rows written in
-the same transactions as the ledger rows: there is no counter to drift.
+process or in another. What a wallet holds and has paid out today are read from those same rows
+(``held``, ``out_day``/``out_today``): running totals that triggers keep in the statement that
+changes the unspent outputs or writes the activity rows (schema/004_wallet_totals.sql), so they
+cannot drift, and the system audit recomputes them from the rows.
 """
 from __future__ import annotations
 
@@ -245,8 +247,9 @@ class CommercialBank:
         payees = sorted({k for s in batch for k in s.received} | {s.onus_payee for s in batch if s.onus})
         wallets = await store.lock_wallets(conn, sorted(set(payers) | set(payees)))
         already = await store.logged(conn, [s.vtx.tx_id for s in batch])
-        used = await store.outgoing_since(conn, payers, now - now % DAY_SECONDS)
-        held = await store.balances(conn, payees)
+        today = now - now % DAY_SECONDS
+        used = {k: w["out_today"] for k, w in wallets.items() if w["out_day"] == today}
+        held = {k: wallets[k]["held"] for k in payees if k in wallets}
         for key, amount in (await store.reserved(conn, payees, now)).items():   # room promised to payments
             held[key] = held.get(key, 0) + amount
         known = await store.payment_tx_ids(conn, [s.payment[0] for s in batch if s.payment])

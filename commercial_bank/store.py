@@ -24,10 +24,12 @@ Executor = asyncpg.Pool | asyncpg.Connection
 
 WALLET_COLUMNS = "public_key, customer_name, kyc_tier, deposit_account, registered_at"
 INSERT_ACCOUNT_SQL = "INSERT INTO bank_deposit_accounts (account_id, balance, created_at) VALUES ($1, 0, $2)"
-INSERT_WALLET_SQL = f"""INSERT INTO bank_wallets ({WALLET_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+INSERT_WALLET_SQL = f"""INSERT INTO bank_wallets ({WALLET_COLUMNS}, held)
+                        VALUES ($1, $2, $3, $4, $5,
+                                (SELECT coalesce(sum(amount), 0) FROM ledger_utxo WHERE owner = $1))
                         ON CONFLICT (public_key) DO NOTHING RETURNING {WALLET_COLUMNS}"""
 GET_WALLET_SQL = f"SELECT {WALLET_COLUMNS} FROM bank_wallets WHERE public_key = $1"
-LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS} FROM bank_wallets WHERE public_key = ANY($1::bytea[])
+LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS}, held, out_day, out_today FROM bank_wallets WHERE public_key = ANY($1::bytea[])
                        ORDER BY public_key FOR UPDATE"""
 ACCOUNT_BALANCE_SQL = "SELECT balance FROM bank_deposit_accounts WHERE account_id = $1"
 DEPOSIT_ENTRY_SQL = """WITH e AS (

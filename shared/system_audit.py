@@ -132,6 +132,14 @@ BANK_QUERIES: dict[str, tuple] = {
     "defunds": ("SELECT defund_id, kind, amount, state, defund_tx_id FROM bank_defunds",),
     "created": ("""SELECT kind, reference, count(*) AS n, sum(value_out)::bigint AS value FROM ledger_tx
                     WHERE kind IN (7, 10) GROUP BY kind, reference""",),
+    # the running totals on the wallet rows (commercial_bank/schema/004_wallet_totals.sql) against the
+    # rows they summarise
+    "totals": ("""SELECT w.public_key, w.held, coalesce(u.total, 0)::bigint AS unspent, w.out_day, w.out_today,
+                         (SELECT coalesce(sum(a.outgoing), 0) FROM bank_activity a WHERE a.wallet = w.public_key
+                             AND a.at >= w.out_day AND a.at < w.out_day + 86400)::bigint AS outgoing
+                    FROM bank_wallets w
+                    LEFT JOIN (SELECT owner, sum(amount) AS total FROM ledger_utxo GROUP BY owner) u
+                           ON u.owner = w.public_key""",),
     "deposits": ("""SELECT a.account_id, a.balance, coalesce(sum(e.amount), 0)::bigint AS entries
                       FROM bank_deposit_accounts a LEFT JOIN bank_deposit_entries e USING (account_id)
                      GROUP BY a.account_id, a.balance""",),
@@ -274,6 +282,11 @@ def _check_flows(audit: SystemAudit, f: BankFigures, rows: dict, tier1_tx_ids: s
             f.burned_not_defunded += r["amount"]
         elif r["state"] != "burned" and not at_tier1:
             audit.breach(f"I3 defund {r['defund_id']} at {f.bank_id}: {r['state']} without its defund tx at tier 1")
+    for r in rows["totals"]:
+        if r["held"] != r["unspent"] or (r["out_day"] and r["out_today"] != r["outgoing"]):
+            audit.breach(f"wallet {bytes(r['public_key']).hex()[:16]}… at {f.bank_id}: running totals held "
+                         f"{r['held']} / out today {r['out_today']} != its unspent outputs {r['unspent']} / "
+                         f"its activity that day {r['outgoing']}")
     for r in rows["deposits"]:
         if r["balance"] != r["entries"]:
             audit.breach(f"deposit account {r['account_id']} at {f.bank_id}: balance {r['balance']} != "

@@ -287,3 +287,36 @@ async def test_the_audit_requires_an_on_us_payment_to_be_credited_in_the_same_st
 async def _credited(wallet, defund_id: str):
     answer = await wallet.client.defund_status(defund_id)
     return answer if answer["state"] == "credited" else None
+
+
+async def test_running_totals_follow_the_rows_and_the_audit_recomputes_them(bank):
+    """held / out_day / out_today are kept by triggers in the statements that change the outputs and
+    the activity; a statement spanning midnight counts the latest day only; a drift is a breach."""
+    from shared.system_audit import audit_system
+    alice = await bank.funded_wallet(1_000 * MAJOR)
+    bob = await bank.wallet("full")
+    await alice.client.transfer(await alice.spend("transfer", 300 * MAJOR, to=bob.public_key))
+    select = "SELECT held, out_day, out_today FROM bank_wallets WHERE public_key = $1"
+    now = int(bank.cb.clock())
+    today = now - now % 86_400
+    assert tuple(await bank.pool.fetchrow(select, alice.public_key)) == (700 * MAJOR, today, 300 * MAJOR)
+    assert tuple(await bank.pool.fetchrow(select, bob.public_key)) == (300 * MAJOR, 0, 0)
+    insert = """INSERT INTO bank_activity (wallet, seq, tx_id, kind, delta, outgoing, counterparty, reference, at)
+                SELECT $1, s, '\\x00'::bytea, 'probe', 0, o, '', '', t
+                  FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS x(s, o, t)"""
+    tomorrow = today + 86_400
+    await bank.pool.execute(insert, bob.public_key, [-1, -2, -3], [5, 7, 11], [tomorrow - 1, tomorrow, tomorrow + 9])
+    assert tuple(await bank.pool.fetchrow(select, bob.public_key)) == (300 * MAJOR, tomorrow, 18)
+    await bank.pool.execute(insert, bob.public_key, [-4], [13], [today])          # an older day changes nothing
+    assert tuple(await bank.pool.fetchrow(select, bob.public_key)) == (300 * MAJOR, tomorrow, 18)
+    cb_url = db.database_url(bank.cb.pg_server, bank.cb.database_name)
+    assert (await audit_system(cb_url, {bank.bank_id: bank.database_url})).ok
+    await bank.pool.execute("UPDATE bank_wallets SET held = held + 1 WHERE public_key = $1", bob.public_key)
+    try:
+        audit = await audit_system(cb_url, {bank.bank_id: bank.database_url})
+    finally:
+        await bank.pool.execute("UPDATE bank_wallets SET held = held - 1 WHERE public_key = $1", bob.public_key)
+    assert [b for b in audit.breaches if "running totals" in b] == [
+        f"wallet {bob.public_key.hex()[:16]}… at {bank.bank_id}: running totals held {300 * MAJOR + 1} / out today 18 "
+        f"!= its unspent outputs {300 * MAJOR} / its activity that day 18"]
+    await assert_system_consistent(bank.cb, [bank])

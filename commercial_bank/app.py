@@ -95,6 +95,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
         for task in tasks:
             await _stop(task)
         await bank.batcher.stop()
+        await payments.stop()
         verifier.close()
         await session.close()
         await pool.close()

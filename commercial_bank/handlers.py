@@ -1,7 +1,7 @@
 """Thin HTTP handlers: read a bounded body -> authenticate (wallet-signed routes) -> decode strictly
 -> call the domain -> encode. Spends (transfers, payments, defund burns) carry the wallet's
-transaction signature and need no request signature; /v1/inbound is self-authenticating (a notice
-signed by the central bank plus an outbound signed by the payer)."""
+transaction signature and need no request signature; /v1/inbound (and its batch form) is
+self-authenticating (a notice signed by the central bank plus an outbound signed by the payer)."""
 from __future__ import annotations
 
 import re
@@ -18,7 +18,7 @@ from commercial_bank.openapi import openapi_document
 from commercial_bank.payments import Payments
 from commercial_bank.verify import BatchVerifier
 from shared.engine import CREATED
-from shared.errors import BadRequest
+from shared.errors import BadRequest, CBDCError
 from shared.fields import invalid, strict_object
 from shared.tx import signed_from_json
 from shared.web import json_response, parse_json, read_body
@@ -212,12 +212,30 @@ async def inbound(request: web.Request) -> web.Response:
     return json_response(answer, 201 if fresh else 200)
 
 
+async def inbound_batch(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await read_body(request, services.batch_request_bytes_max)
+    return json_response({"results": await services.payments.credit_batch(parse_json(body))})
+
+
 async def reserve(request: web.Request) -> web.Response:
     services, body = await _body(request)
     payer_bank = await services.payments.authenticate_bank(request, body)
     data = strict_object(parse_json(body), {"payment_id": str, "payee_key": str, "amount": int})
     answer, fresh = await services.payments.reserve(payer_bank, data["payment_id"], data["payee_key"], data["amount"])
     return json_response(answer, 201 if fresh else 200)
+
+
+async def reserve_batch(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await read_body(request, services.batch_request_bytes_max)
+    payer_bank = await services.payments.authenticate_bank(request, body)
+    items = strict_object(parse_json(body), {"reservations": list})["reservations"]
+    if not 1 <= len(items) <= services.batch_transactions_max:
+        raise invalid("reservations", f"1 to {services.batch_transactions_max} reservations", "batch_size_invalid")
+    results = [r.to_problem() if isinstance(r, CBDCError) else {**r[0], "fresh": r[1]}
+               for r in await services.payments.reserve_many(payer_bank, items)]
+    return json_response({"results": results})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -240,6 +258,8 @@ ROUTES = [
     web.post("/v1/payments", pay),
     web.get("/v1/payments/{payment_id}", payment_status),
     web.post("/v1/inbound", inbound),
+    web.post("/v1/inbound/batch", inbound_batch),
     web.post("/v1/reservations", reserve),
+    web.post("/v1/reservations/batch", reserve_batch),
     web.get("/openapi.json", openapi),
 ]

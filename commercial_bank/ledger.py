@@ -377,6 +377,22 @@ class CommercialBank:
                                                         outgoing, counterparty, vtx.body.reference, self.now())])
         return result
 
+    async def apply_many_own(self, conn: asyncpg.Connection, txs: list[tuple[str, ValidTx]], *, activity_kind: str,
+                             counterparty: dict[str, str]) -> None:
+        """Apply own_tx's transactions (key, tx) in one engine call, in the caller's transaction; an
+        activity row for each one created (``counterparty`` by key)."""
+        if not txs:
+            return
+        results = await self.engine.apply([vtx for _, vtx in txs], conn)
+        rows, now = [], self.now()
+        for (key, vtx), result in zip(txs, results):
+            assert result.accepted, f"a {vtx.body.kind} paying a valid key was answered {result.code}"
+            if result.code == CREATED:
+                out = vtx.body.outputs[0]
+                rows.append(activity(out.owner, result.seq, vtx.tx_id, activity_kind, out.amount, 0,
+                                     counterparty[key], vtx.body.reference, now))
+        await store.insert_activity(conn, rows)
+
     async def create_value(self, conn: asyncpg.Connection, kind: str, owner: bytes, amount: int, reference: str,
                            *, activity_kind: str, outgoing: int = 0, counterparty: str = "") -> ValidTx:
         vtx = self.own_tx(kind, owner, amount, reference)

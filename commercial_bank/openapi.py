@@ -119,6 +119,13 @@ def _paths() -> dict[str, Any]:
                                     BODY_ERRORS + ["notice_invalid", "notice_signature_invalid", "notice_wrong_bank",
                                                    "outbound_invalid", "outbound_mismatch"],
                                     body=_obj({"notice": {"type": "object"}, "outbound": tx}), signed=False)},
+        "/v1/inbound/batch": {"post": _op(
+            "From a payer bank: credit many settled payments, each once (200; one result per item, in order: "
+            "the credit with fresh true/false, or a problem object)",
+            {200: _obj({"results": {"type": "array", "items": {"type": "object"}}})},
+            BODY_ERRORS + ["batch_size_invalid"],
+            body=_obj({"items": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                 "items": _obj({"notice": {"type": "object"}, "outbound": tx})}}), signed=False)},
         "/v1/reservations": {"post": _op(
             "From a payer bank, before it applies an outbound: reserve room in the payee's holding limit "
             "(signed by the payer bank's registered key, key id bank:<id>, in this bank's domain)",
@@ -127,6 +134,14 @@ def _paths() -> dict[str, Any]:
                            "payment_conflict", "bank_suspended", "signature_missing", "signature_invalid",
                            "unknown_key", "timestamp_stale", "nonce_reused"],
             body=_obj({"payment_id": STR, "payee_key": HEX32, "amount": AMOUNT}), signed=False)},
+        "/v1/reservations/batch": {"post": _op(
+            "From a payer bank: many reservations in one signed request and one DB transaction (200; one result "
+            "per item, in order: the reservation with fresh true/false, or a problem object)",
+            {200: _obj({"results": {"type": "array", "items": {"type": "object"}}})},
+            BODY_ERRORS + ["batch_size_invalid", "bank_suspended", "signature_missing", "signature_invalid",
+                           "unknown_key", "timestamp_stale", "nonce_reused"],
+            body=_obj({"reservations": {"type": "array", "minItems": 1, "items": _obj(
+                {"payment_id": STR, "payee_key": HEX32, "amount": AMOUNT})}}), signed=False)},
         "/healthz": {"get": _op("The process is up", {200: {"type": "object"}}, [], signed=False)},
         "/readyz": {"get": _op("The database answers", {200: {"type": "object"}}, ["not_ready"], signed=False)},
         "/metrics": {"get": _op("Prometheus metrics (text)", {200: STR}, [], signed=False)},

@@ -257,15 +257,19 @@ PAYMENT_IDS_SQL = "SELECT payment_id, outbound_tx_id FROM bank_payments WHERE pa
 GET_PAYMENT_SQL = f"SELECT {PAYMENT_COLUMNS} FROM bank_payments WHERE payment_id = $1"
 OPEN_PAYMENTS_SQL = f"""SELECT {PAYMENT_COLUMNS} FROM bank_payments WHERE state = $1
                         ORDER BY created_at, payment_id LIMIT $2"""
-PAYMENT_SETTLED_SQL = f"""UPDATE bank_payments SET state = 'settled', notice = $2, updated_at = $3
-                          WHERE payment_id = $1 AND state = 'pending' RETURNING {PAYMENT_COLUMNS}"""
 ONUS_COMPLETED_SQL = """UPDATE bank_payments SET state = 'completed', updated_at = $2
                        WHERE payment_id = ANY($1::text[]) AND state = 'pending'"""
-PAYMENT_COMPLETED_SQL = f"""UPDATE bank_payments SET state = 'completed', updated_at = $2, last_error = NULL
-                            WHERE payment_id = $1 AND state = 'settled' RETURNING {PAYMENT_COLUMNS}"""
 PAYMENT_REFUNDED_SQL = f"""UPDATE bank_payments SET state = 'refunded', refusal_code = $2, refund_tx_id = $3,
                                   updated_at = $4
                             WHERE payment_id = $1 AND state = 'pending' RETURNING {PAYMENT_COLUMNS}"""
+PAYMENTS_SETTLED_SQL = f"""UPDATE bank_payments p SET state = 'settled', notice = x.notice, updated_at = $3
+                            FROM unnest($1::text[], $2::bytea[]) AS x(payment_id, notice)
+                           WHERE p.payment_id = x.payment_id AND p.state = 'pending'
+                       RETURNING {', '.join('p.' + c for c in PAYMENT_COLUMNS.split(', '))}"""
+PAYMENTS_COMPLETED_SQL = """UPDATE bank_payments SET state = 'completed', updated_at = $2, last_error = NULL
+                             WHERE payment_id = ANY($1::text[]) AND state = 'settled'"""
+PAYMENTS_ERROR_SQL = """UPDATE bank_payments SET attempts = attempts + 1, last_error = $2, updated_at = $3
+                         WHERE payment_id = ANY($1::text[])"""
 PAYMENT_ERROR_SQL = """UPDATE bank_payments SET attempts = attempts + 1, last_error = $2, updated_at = $3
                         WHERE payment_id = $1"""
 OUTBOX_SQL = """SELECT state, count(*) AS n, coalesce(min(created_at), 0)::bigint AS oldest FROM bank_payments
@@ -275,7 +279,11 @@ INBOUND_COLUMNS = ("payment_id, payer_bank, payee_key, amount, deposit_amount, o
                    "inbound_tx_id, credited_at")
 INSERT_INBOUND_SQL = f"""INSERT INTO bank_inbound ({INBOUND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                          ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
-GET_INBOUND_SQL = f"SELECT {INBOUND_COLUMNS} FROM bank_inbound WHERE payment_id = $1"
+GET_INBOUNDS_SQL = f"SELECT {INBOUND_COLUMNS} FROM bank_inbound WHERE payment_id = ANY($1::text[])"
+INSERT_INBOUNDS_SQL = f"""INSERT INTO bank_inbound ({INBOUND_COLUMNS})
+                          SELECT *, $9::bigint FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[],
+                                                           $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
+                          ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
 
 
 async def insert_payments(conn: asyncpg.Connection, rows: list[tuple], now: int) -> set[str]:
@@ -296,22 +304,33 @@ async def open_payments(db: Executor, state: str, limit: int) -> list[asyncpg.Re
     return await db.fetch(OPEN_PAYMENTS_SQL, state, limit)
 
 
-async def payment_settled(db: Executor, payment_id: str, notice: bytes, now: int) -> asyncpg.Record | None:
-    return await db.fetchrow(PAYMENT_SETTLED_SQL, payment_id, notice, now)
-
-
 async def onus_completed(conn: asyncpg.Connection, payment_ids: list[str], now: int) -> None:
     """On-us payments are completed in the transaction that records them: no tier-1 settlement."""
     await conn.execute(ONUS_COMPLETED_SQL, payment_ids, now)
 
 
-async def payment_completed(db: Executor, payment_id: str, now: int) -> asyncpg.Record | None:
-    return await db.fetchrow(PAYMENT_COMPLETED_SQL, payment_id, now)
-
-
 async def payment_refunded(conn: asyncpg.Connection, payment_id: str, code: str, refund_tx_id: bytes,
                            now: int) -> asyncpg.Record | None:
     return await conn.fetchrow(PAYMENT_REFUNDED_SQL, payment_id, code, refund_tx_id, now)
+
+
+async def payments_settled(db: Executor, notices: list[tuple[str, bytes]], now: int) -> list[asyncpg.Record]:
+    """pending -> settled with the central bank's notice, for each (payment id, notice JSON); the moved rows."""
+    if not notices:
+        return []
+    ids, bodies = zip(*notices)
+    return await db.fetch(PAYMENTS_SETTLED_SQL, list(ids), list(bodies), now)
+
+
+async def payments_completed(db: Executor, payment_ids: list[str], now: int) -> int:
+    """settled -> completed (the payee bank credited them); how many moved."""
+    if not payment_ids:
+        return 0
+    return int((await db.execute(PAYMENTS_COMPLETED_SQL, payment_ids, now)).split()[-1])
+
+
+async def payments_error(db: Executor, payment_ids: list[str], error: str, now: int) -> None:
+    await db.execute(PAYMENTS_ERROR_SQL, payment_ids, error, now)
 
 
 async def payment_error(db: Executor, payment_id: str, error: str, now: int) -> None:
@@ -331,8 +350,15 @@ async def insert_inbound(conn: asyncpg.Connection, payment_id: str, payer_bank: 
                                outbound_tx_id, settle_tx_id, inbound_tx_id, now) is not None
 
 
-async def get_inbound(db: Executor, payment_id: str) -> asyncpg.Record | None:
-    return await db.fetchrow(GET_INBOUND_SQL, payment_id)
+async def get_inbounds(db: Executor, payment_ids: list[str]) -> dict[str, asyncpg.Record]:
+    return {r["payment_id"]: r for r in await db.fetch(GET_INBOUNDS_SQL, payment_ids)}
+
+
+async def insert_inbounds(conn: asyncpg.Connection, rows: list[tuple], now: int) -> set[str]:
+    """Record credits (payment id, payer bank, payee key, amount, deposit amount, outbound tx id,
+    settle tx id, inbound tx id); the payment ids recorded now (the others were already)."""
+    columns = [list(c) for c in zip(*rows)]
+    return {r["payment_id"] for r in await conn.fetch(INSERT_INBOUNDS_SQL, *columns, now)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,8 +368,13 @@ RESERVATION_COLUMNS = "payment_id, payer_bank, payee_key, amount, room, created_
 INSERT_RESERVATION_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
                              ON CONFLICT (payment_id) DO NOTHING RETURNING {RESERVATION_COLUMNS}"""
 GET_RESERVATION_SQL = f"SELECT {RESERVATION_COLUMNS} FROM bank_reservations WHERE payment_id = $1"
+GET_RESERVATIONS_SQL = f"SELECT {RESERVATION_COLUMNS} FROM bank_reservations WHERE payment_id = ANY($1::text[])"
+INSERT_RESERVATIONS_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMNS})
+                              SELECT *, $6::bigint, $7::bigint FROM unnest($1::text[], $2::text[], $3::bytea[],
+                                                                           $4::bigint[], $5::bigint[])
+                              ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
 RESERVED_SQL = """SELECT r.payee_key, coalesce(sum(r.room), 0)::bigint AS total FROM bank_reservations r
-                   WHERE r.payee_key = ANY($1::bytea[]) AND r.expires_at >= $2 AND r.payment_id <> $3
+                   WHERE r.payee_key = ANY($1::bytea[]) AND r.expires_at >= $2 AND r.payment_id <> ALL($3::text[])
                      AND NOT EXISTS (SELECT 1 FROM bank_inbound i WHERE i.payment_id = r.payment_id)
                    GROUP BY r.payee_key"""
 
@@ -354,10 +385,24 @@ async def insert_reservation(conn: asyncpg.Connection, payment_id: str, payer_ba
                                expires_at)
 
 
+async def get_reservations(db: Executor, payment_ids: list[str]) -> dict[str, asyncpg.Record]:
+    return {r["payment_id"]: r for r in await db.fetch(GET_RESERVATIONS_SQL, payment_ids)}
+
+
+async def insert_reservations(conn: asyncpg.Connection, rows: list[tuple], now: int, expires_at: int) -> set[str]:
+    """Reservations (payment id, payer bank, payee key, amount, room); the payment ids inserted now."""
+    if not rows:
+        return set()
+    columns = [list(c) for c in zip(*rows)]
+    return {r["payment_id"] for r in await conn.fetch(INSERT_RESERVATIONS_SQL, *columns, now, expires_at)}
+
+
 async def get_reservation(db: Executor, payment_id: str) -> asyncpg.Record | None:
     return await db.fetchrow(GET_RESERVATION_SQL, payment_id)
 
 
-async def reserved(db: Executor, keys: list[bytes], now: int, *, excluding: str = "") -> dict[bytes, int]:
-    """Room held by open reservations per payee key (not expired, not yet credited; not ``excluding``)."""
-    return {r["payee_key"]: r["total"] for r in await db.fetch(RESERVED_SQL, keys, now, excluding)}
+async def reserved(db: Executor, keys: list[bytes], now: int, *, excluding: str | list[str] = ()) -> dict[bytes, int]:
+    """Room held by open reservations per payee key (not expired, not yet credited; not those of the
+    payment ids ``excluding``)."""
+    ids = [excluding] if isinstance(excluding, str) else list(excluding)
+    return {r["payee_key"]: r["total"] for r in await db.fetch(RESERVED_SQL, keys, now, ids)}

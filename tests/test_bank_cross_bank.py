@@ -13,7 +13,7 @@ import pytest
 from commercial_bank.client import APIError, build_spend, coins_of
 from shared.crypto import PrivateKey
 from shared.notice import notice_from_json, notice_to_json, sign_notice
-from shared.tx import Payee, signed_to_json
+from shared.tx import Payee, encode_body, signed_to_json, tx_id_of
 from tests.bank_harness import assert_system_consistent, start_bank, stop_bank, wait_until
 
 MAJOR = 100
@@ -47,6 +47,8 @@ async def test_a_cross_bank_payment_end_to_end(banks):
     assert accepted["state"] in ("pending", "settled", "completed")
     done = await wait_until(lambda: _state(alice, pid, "completed"), "payment completed")
     assert done["settle_tx_id"] and await alice.client.balance() == 7_500
+    static = ("payment_id", "amount", "payer", "payee_bank", "payee_key", "outbound_tx_id", "refund_tx_id")
+    assert set(accepted) == set(done) | {"status"} and all(accepted[k] == done[k] for k in static)
     assert await bob.client.balance() == 2_500                      # the payee sees the coins at its own bank
     [entry] = await bob.client.history()
     assert entry["kind"] == "inbound" and entry["reference"] == f"in:{pid}"
@@ -226,3 +228,67 @@ async def test_reverse_waterfall_sends_the_excess_to_the_payees_deposit_account(
 async def _defund_state(wallet, defund_id: str):
     answer = await wallet.client.defund_status(defund_id)
     return answer if answer["state"] == "credited" else None
+
+
+async def test_one_worker_settles_and_the_payee_bank_credits_a_batch_item_by_item(banks):
+    """While another holder has A's settlement lock, A's loop settles nothing; notices pushed as one
+    batch are each checked alone and credited once (a repeat in the batch is not fresh, a forged
+    notice is refused on its own); when the lock is free, A settles and completes the payments."""
+    from commercial_bank.recovery import SETTLEMENT_LOCK
+    a, b = banks
+    alice = await a.funded_wallet(5_000)
+    bob = await b.wallet("full")
+    async with a.pool.acquire() as held:
+        await wait_until(lambda: held.fetchval("SELECT pg_try_advisory_lock($1)", SETTLEMENT_LOCK), "the lock")
+        try:
+            paid = {}
+            for n, amount in ((1, 700), (2, 900)):
+                pid = f"{a.bank_id}:batch-{n}"
+                stx, answer = await _pay(alice, b, bob.public_key, amount, pid)
+                assert answer["state"] == "pending"
+                paid[pid] = (amount, stx)
+            await asyncio.sleep(1.5)   # more than a recovery interval: still nothing settled
+            assert [(await alice.client.payment(pid))["state"] for pid in paid] == ["pending", "pending"]
+            as_a = a.cb.client(a.key, f"bank:{a.bank_id}")   # settle as A's worker would, then push by hand
+            items = [{"notice": await as_a.settle(pid, a.bank_id, b.bank_id, amount,
+                                                  reference=tx_id_of(encode_body(stx.body))),
+                      "outbound": signed_to_json(stx)} for pid, (amount, stx) in paid.items()]
+            n, _ = notice_from_json(items[0]["notice"])
+            forged = {**items[0], "notice": notice_to_json(n, sign_notice(PrivateKey.generate(), n))}
+            body = orjson.dumps({"items": [items[0], items[0], forged, items[1]]})
+            status, answer = await b.client(None).raw("POST", "/v1/inbound/batch", body)
+            assert status == 200, answer
+            r = answer["results"]
+            assert [x.get("fresh") for x in r] == [True, False, None, True]
+            assert r[0] == {**r[1], "fresh": True} and r[2]["code"] == "notice_signature_invalid"
+            assert await bob.client.balance() == 1_600
+        finally:
+            await held.fetchval("SELECT pg_advisory_unlock($1)", SETTLEMENT_LOCK)
+    for pid in paid:
+        await wait_until(lambda: _state(alice, pid, "completed"), "payment completed")
+    assert await bob.client.balance() == 1_600
+    await assert_system_consistent(a.cb, [a, b])
+
+
+async def test_reservations_in_a_batch_are_answered_item_by_item(banks):
+    a, b = banks
+    small = await b.wallet("anonymous", account=False)        # holds at most 1,000,000 (10,000.00)
+    from shared.signing import sign_request
+    items = [{"payment_id": f"{a.bank_id}:r1", "payee_key": small.public_key.hex(), "amount": 600_000},
+             {"payment_id": f"{a.bank_id}:r1", "payee_key": small.public_key.hex(), "amount": 600_000},
+             {"payment_id": f"{a.bank_id}:r2", "payee_key": small.public_key.hex(), "amount": 400_001},
+             {"payment_id": f"{a.bank_id}:r3", "payee_key": PrivateKey.generate().public_key.hex(), "amount": 1},
+             {"payment_id": "elsewhere:r4", "payee_key": small.public_key.hex(), "amount": 1},
+             {"payment_id": f"{a.bank_id}:r1", "payee_key": small.public_key.hex(), "amount": 5},
+             {"payment_id": f"{a.bank_id}:r5", "payee_key": small.public_key.hex(), "amount": 400_000}]
+    body = orjson.dumps({"reservations": items})
+    status, problem = await b.client(None).raw("POST", "/v1/reservations/batch", body)
+    assert (status, problem["code"]) == (401, "signature_missing")
+    headers = sign_request(a.key, f"bank:{a.bank_id}", "POST", "/v1/reservations/batch", body,
+                           now=int(a.cb.clock()), ledger=b.bank_id)
+    status, answer = await b.client(None).raw("POST", "/v1/reservations/batch", body, headers=headers)
+    assert status == 200, answer
+    r = answer["results"]
+    assert [x.get("fresh", x.get("code")) for x in r] == [
+        True, False, "payee_holding_limit", "payee_unknown", "payment_id_invalid", "payment_conflict", True]
+    assert (r[0]["as_coins"], r[6]["as_coins"]) == (600_000, 400_000)

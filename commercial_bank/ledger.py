@@ -245,14 +245,14 @@ class CommercialBank:
         now = self.now()
         payers = sorted({s.payer for s in batch})
         payees = sorted({k for s in batch for k in s.received} | {s.onus_payee for s in batch if s.onus})
-        wallets = await store.lock_wallets(conn, sorted(set(payers) | set(payees)))
-        already = await store.logged(conn, [s.vtx.tx_id for s in batch])
+        state = await store.flush_state(conn, sorted(set(payers) | set(payees)), [s.vtx.tx_id for s in batch],
+                                        payees, [s.payment[0] for s in batch if s.payment], now)
+        wallets, already, known = state.wallets, state.logged, state.payments
         today = now - now % DAY_SECONDS
         used = {k: w["out_today"] for k, w in wallets.items() if w["out_day"] == today}
         held = {k: wallets[k]["held"] for k in payees if k in wallets}
-        for key, amount in (await store.reserved(conn, payees, now)).items():   # room promised to payments
+        for key, amount in state.reserved.items():   # room promised to payments
             held[key] = held.get(key, 0) + amount
-        known = await store.payment_tx_ids(conn, [s.payment[0] for s in batch if s.payment])
         verdicts: list[Exception | None] = []
         as_coins: dict[int, int] = {}       # on-us outbound -> the part the payee receives as coins
         for s in batch:

@@ -6,6 +6,8 @@ the caller's transaction. Timestamps are unix seconds from the service's clock.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 
 from shared.errors import Conflict
@@ -50,6 +52,51 @@ async def insert_wallet(conn: asyncpg.Connection, public_key: bytes, name: str, 
 
 async def get_wallet(db: Executor, public_key: bytes) -> asyncpg.Record | None:
     return await db.fetchrow(GET_WALLET_SQL, public_key)
+
+
+# What a batch of spends needs before its limits are checked, in one round trip: the wallets' rows
+# locked (key order) with their running totals, which of the batch's tx ids are logged already, the
+# room promised to open reservations per payee, and the tx ids of the batch's payment ids.
+FLUSH_STATE_SQL = """
+WITH w AS (SELECT public_key, kyc_tier, deposit_account, held, out_day, out_today FROM bank_wallets
+            WHERE public_key = ANY($1::bytea[]) ORDER BY public_key FOR UPDATE)
+SELECT 'w' AS what, public_key AS key, kyc_tier AS text1, deposit_account AS text2, held AS n1, out_day AS n2,
+       out_today AS n3 FROM w
+UNION ALL
+SELECT 'l', tx_id, NULL, NULL, NULL, NULL, NULL FROM ledger_tx WHERE tx_id = ANY($2::bytea[])
+UNION ALL
+SELECT 'r', r.payee_key, NULL, NULL, sum(r.room)::bigint, NULL, NULL FROM bank_reservations r
+ WHERE r.payee_key = ANY($3::bytea[]) AND r.expires_at >= $5
+   AND NOT EXISTS (SELECT 1 FROM bank_inbound i WHERE i.payment_id = r.payment_id)
+ GROUP BY r.payee_key
+UNION ALL
+SELECT 'p', outbound_tx_id, payment_id, NULL, NULL, NULL, NULL FROM bank_payments WHERE payment_id = ANY($4::text[])
+"""
+
+
+@dataclass
+class FlushState:
+    wallets: dict[bytes, dict]          # key -> kyc_tier, deposit_account, held, out_day, out_today
+    logged: set[bytes]
+    reserved: dict[bytes, int]
+    payments: dict[str, bytes]          # payment id -> its outbound tx id
+
+
+async def flush_state(conn: asyncpg.Connection, wallets: list[bytes], tx_ids: list[bytes], payees: list[bytes],
+                      payment_ids: list[str], now: int) -> FlushState:
+    state = FlushState({}, set(), {}, {})
+    for r in await conn.fetch(FLUSH_STATE_SQL, wallets, tx_ids, payees, payment_ids, now):
+        what, key = r["what"], r["key"]
+        if what == "w":
+            state.wallets[key] = {"public_key": key, "kyc_tier": r["text1"], "deposit_account": r["text2"],
+                                  "held": r["n1"], "out_day": r["n2"], "out_today": r["n3"]}
+        elif what == "l":
+            state.logged.add(key)
+        elif what == "r":
+            state.reserved[key] = r["n1"]
+        else:
+            state.payments[r["text1"]] = key
+    return state
 
 
 async def lock_wallets(conn: asyncpg.Connection, keys: list[bytes]) -> dict[bytes, asyncpg.Record]:
@@ -99,7 +146,6 @@ OUTGOING_SINCE_SQL = """SELECT wallet, coalesce(sum(outgoing), 0)::bigint AS tot
                          WHERE wallet = ANY($1::bytea[]) AND at >= $2 GROUP BY wallet"""
 OPEN_FUNDING_SQL = """SELECT coalesce(sum(amount), 0)::bigint FROM bank_fundings
                        WHERE wallet = $1 AND state IN ('debited', 'funded')"""
-LOGGED_SQL = "SELECT tx_id FROM ledger_tx WHERE tx_id = ANY($1::bytea[])"
 INSERT_ACTIVITY_SQL = """INSERT INTO bank_activity (wallet, seq, tx_id, kind, delta, outgoing, counterparty,
                                                     reference, at)
                          SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[],
@@ -126,11 +172,6 @@ async def outgoing_since(db: Executor, wallets: list[bytes], since: int) -> dict
 
 async def open_funding_total(db: Executor, wallet: bytes) -> int:
     return await db.fetchval(OPEN_FUNDING_SQL, wallet)
-
-
-async def logged(db: Executor, tx_ids: list[bytes]) -> set[bytes]:
-    """Which of these transactions are already in the ledger's log."""
-    return {r["tx_id"] for r in await db.fetch(LOGGED_SQL, tx_ids)}
 
 
 async def insert_activity(conn: asyncpg.Connection, rows: list[dict]) -> None:
@@ -253,7 +294,6 @@ INSERT_PAYMENTS_SQL = """INSERT INTO bank_payments (payment_id, payer, payee_ban
                            FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bigint[],
                                        $6::bytea[], $7::bytea[]) AS x(p, w, b, k, a, t, j), (SELECT $8::bigint) AS c(n)
                          ON CONFLICT DO NOTHING RETURNING payment_id"""
-PAYMENT_IDS_SQL = "SELECT payment_id, outbound_tx_id FROM bank_payments WHERE payment_id = ANY($1::text[])"
 GET_PAYMENT_SQL = f"SELECT {PAYMENT_COLUMNS} FROM bank_payments WHERE payment_id = $1"
 OPEN_PAYMENTS_SQL = f"""SELECT {PAYMENT_COLUMNS} FROM bank_payments WHERE state = $1
                         ORDER BY created_at, payment_id LIMIT $2"""
@@ -290,10 +330,6 @@ async def insert_payments(conn: asyncpg.Connection, rows: list[tuple], now: int)
     """Outbox rows (payment id, payer, payee bank, payee key, amount, tx id, tx json); ids inserted."""
     columns = [list(c) for c in zip(*rows)]
     return {r["payment_id"] for r in await conn.fetch(INSERT_PAYMENTS_SQL, *columns, now)}
-
-
-async def payment_tx_ids(db: Executor, payment_ids: list[str]) -> dict[str, bytes]:
-    return {r["payment_id"]: r["outbound_tx_id"] for r in await db.fetch(PAYMENT_IDS_SQL, payment_ids)}
 
 
 async def get_payment(db: Executor, payment_id: str) -> asyncpg.Record | None:

@@ -411,8 +411,9 @@ class CommercialBank:
 
     async def limits(self, wallet: asyncpg.Record) -> dict[str, Any]:
         key, now, tier = wallet["public_key"], self.now(), self.tier(wallet)
-        balance = (await store.balances(self.pool, [key])).get(key, 0)
-        used = (await store.outgoing_since(self.pool, [key], now - now % DAY_SECONDS)).get(key, 0)
+        totals = await store.wallet_totals(self.pool, key)
+        balance = totals["held"]
+        used = totals["out_today"] if totals["out_day"] == now - now % DAY_SECONDS else 0
         return {"kyc_tier": tier.name, "per_payment": tier.per_payment, "daily": tier.daily,
                 "holding": tier.holding, "balance": balance, "used_today": used,
                 "remaining_today": max(tier.daily - used, 0), "room_to_hold": max(tier.holding - balance, 0)}

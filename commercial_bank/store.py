@@ -26,13 +26,13 @@ Executor = asyncpg.Pool | asyncpg.Connection
 
 WALLET_COLUMNS = "public_key, customer_name, kyc_tier, deposit_account, registered_at"
 INSERT_ACCOUNT_SQL = "INSERT INTO bank_deposit_accounts (account_id, balance, created_at) VALUES ($1, 0, $2)"
-INSERT_WALLET_SQL = f"""INSERT INTO bank_wallets ({WALLET_COLUMNS}, held)
-                        VALUES ($1, $2, $3, $4, $5,
-                                (SELECT coalesce(sum(amount), 0) FROM ledger_utxo WHERE owner = $1))
+INSERT_WALLET_SQL = f"""INSERT INTO bank_wallets ({WALLET_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
                         ON CONFLICT (public_key) DO NOTHING RETURNING {WALLET_COLUMNS}"""
 GET_WALLET_SQL = f"SELECT {WALLET_COLUMNS} FROM bank_wallets WHERE public_key = $1"
-LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS}, held, out_day, out_today FROM bank_wallets WHERE public_key = ANY($1::bytea[])
-                       ORDER BY public_key FOR UPDATE"""
+LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS}, held, out_day, out_today
+                         FROM bank_wallets JOIN bank_wallet_totals ON wallet = public_key
+                        WHERE public_key = ANY($1::bytea[])
+                        ORDER BY public_key FOR UPDATE OF bank_wallets"""
 ACCOUNT_BALANCE_SQL = "SELECT balance FROM bank_deposit_accounts WHERE account_id = $1"
 DEPOSIT_ENTRY_SQL = """WITH e AS (
                            INSERT INTO bank_deposit_entries (entry_key, account_id, amount, created_at)
@@ -58,8 +58,9 @@ async def get_wallet(db: Executor, public_key: bytes) -> asyncpg.Record | None:
 # locked (key order) with their running totals, which of the batch's tx ids are logged already, the
 # room promised to open reservations per payee, and the tx ids of the batch's payment ids.
 FLUSH_STATE_SQL = """
-WITH w AS (SELECT public_key, kyc_tier, deposit_account, held, out_day, out_today FROM bank_wallets
-            WHERE public_key = ANY($1::bytea[]) ORDER BY public_key FOR UPDATE)
+WITH w AS (SELECT w.public_key, w.kyc_tier, w.deposit_account, t.held, t.out_day, t.out_today
+             FROM bank_wallets w JOIN bank_wallet_totals t ON t.wallet = w.public_key
+            WHERE w.public_key = ANY($1::bytea[]) ORDER BY w.public_key FOR UPDATE OF w)
 SELECT 'w' AS what, public_key AS key, kyc_tier AS text1, deposit_account AS text2, held AS n1, out_day AS n2,
        out_today AS n3 FROM w
 UNION ALL
@@ -142,8 +143,7 @@ def nonce_store(pool: asyncpg.Pool) -> SQLNonceStore:
 
 BALANCES_SQL = """SELECT owner, coalesce(sum(amount), 0)::bigint AS total FROM ledger_utxo
                    WHERE owner = ANY($1::bytea[]) GROUP BY owner"""
-OUTGOING_SINCE_SQL = """SELECT wallet, coalesce(sum(outgoing), 0)::bigint AS total FROM bank_activity
-                         WHERE wallet = ANY($1::bytea[]) AND at >= $2 GROUP BY wallet"""
+WALLET_TOTALS_SQL = "SELECT held, out_day, out_today FROM bank_wallet_totals WHERE wallet = $1"
 OPEN_FUNDING_SQL = """SELECT coalesce(sum(amount), 0)::bigint FROM bank_fundings
                        WHERE wallet = $1 AND state IN ('debited', 'funded')"""
 INSERT_ACTIVITY_SQL = """INSERT INTO bank_activity (wallet, seq, tx_id, kind, delta, outgoing, counterparty,
@@ -166,8 +166,9 @@ async def balances(db: Executor, owners: list[bytes]) -> dict[bytes, int]:
     return {r["owner"]: r["total"] for r in await db.fetch(BALANCES_SQL, owners)}
 
 
-async def outgoing_since(db: Executor, wallets: list[bytes], since: int) -> dict[bytes, int]:
-    return {r["wallet"]: r["total"] for r in await db.fetch(OUTGOING_SINCE_SQL, wallets, since)}
+async def wallet_totals(db: Executor, key: bytes) -> asyncpg.Record:
+    """The wallet's running totals: held, out_day, out_today (schema/004_wallet_totals.sql)."""
+    return await db.fetchrow(WALLET_TOTALS_SQL, key)
 
 
 async def open_funding_total(db: Executor, wallet: bytes) -> int:

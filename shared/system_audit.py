@@ -132,14 +132,15 @@ BANK_QUERIES: dict[str, tuple] = {
     "defunds": ("SELECT defund_id, kind, amount, state, defund_tx_id FROM bank_defunds",),
     "created": ("""SELECT kind, reference, count(*) AS n, sum(value_out)::bigint AS value FROM ledger_tx
                     WHERE kind IN (7, 10) GROUP BY kind, reference""",),
-    # the running totals on the wallet rows (commercial_bank/schema/004_wallet_totals.sql) against the
+    # the wallets' running totals (commercial_bank/schema/004_wallet_totals.sql, 006_...) against the
     # rows they summarise
-    "totals": ("""SELECT w.public_key, w.held, coalesce(u.total, 0)::bigint AS unspent, w.out_day, w.out_today,
-                         (SELECT coalesce(sum(a.outgoing), 0) FROM bank_activity a WHERE a.wallet = w.public_key
+    "totals": ("""SELECT w.wallet AS public_key, w.held, coalesce(u.total, 0)::bigint AS unspent, w.out_day,
+                         w.out_today,
+                         (SELECT coalesce(sum(a.outgoing), 0) FROM bank_activity a WHERE a.wallet = w.wallet
                              AND a.at >= w.out_day AND a.at < w.out_day + 86400)::bigint AS outgoing
-                    FROM bank_wallets w
+                    FROM bank_wallet_totals w
                     LEFT JOIN (SELECT owner, sum(amount) AS total FROM ledger_utxo GROUP BY owner) u
-                           ON u.owner = w.public_key""",),
+                           ON u.owner = w.wallet""",),
     "deposits": ("""SELECT a.account_id, a.balance, coalesce(sum(e.amount), 0)::bigint AS entries
                       FROM bank_deposit_accounts a LEFT JOIN bank_deposit_entries e USING (account_id)
                      GROUP BY a.account_id, a.balance""",),

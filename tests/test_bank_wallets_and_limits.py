@@ -296,7 +296,7 @@ async def test_running_totals_follow_the_rows_and_the_audit_recomputes_them(bank
     alice = await bank.funded_wallet(1_000 * MAJOR)
     bob = await bank.wallet("full")
     await alice.client.transfer(await alice.spend("transfer", 300 * MAJOR, to=bob.public_key))
-    select = "SELECT held, out_day, out_today FROM bank_wallets WHERE public_key = $1"
+    select = "SELECT held, out_day, out_today FROM bank_wallet_totals WHERE wallet = $1"
     now = int(bank.cb.clock())
     today = now - now % 86_400
     assert tuple(await bank.pool.fetchrow(select, alice.public_key)) == (700 * MAJOR, today, 300 * MAJOR)
@@ -311,11 +311,11 @@ async def test_running_totals_follow_the_rows_and_the_audit_recomputes_them(bank
     assert tuple(await bank.pool.fetchrow(select, bob.public_key)) == (300 * MAJOR, tomorrow, 18)
     cb_url = db.database_url(bank.cb.pg_server, bank.cb.database_name)
     assert (await audit_system(cb_url, {bank.bank_id: bank.database_url})).ok
-    await bank.pool.execute("UPDATE bank_wallets SET held = held + 1 WHERE public_key = $1", bob.public_key)
+    await bank.pool.execute("UPDATE bank_wallet_totals SET held = held + 1 WHERE wallet = $1", bob.public_key)
     try:
         audit = await audit_system(cb_url, {bank.bank_id: bank.database_url})
     finally:
-        await bank.pool.execute("UPDATE bank_wallets SET held = held - 1 WHERE public_key = $1", bob.public_key)
+        await bank.pool.execute("UPDATE bank_wallet_totals SET held = held - 1 WHERE wallet = $1", bob.public_key)
     assert [b for b in audit.breaches if "running totals" in b] == [
         f"wallet {bob.public_key.hex()[:16]}… at {bank.bank_id}: running totals held {300 * MAJOR + 1} / out today 18 "
         f"!= its unspent outputs {300 * MAJOR} / its activity that day 18"]

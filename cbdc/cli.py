@@ -57,6 +57,18 @@ def _sweep(text: str) -> tuple[float, ...] | str:
     return rates
 
 
+def _bank_setting(text: str) -> tuple[str, str]:
+    """NAME=VALUE of a commercial-bank setting (commercial_bank/settings.py), for `cbdc bench --bank-setting`."""
+    import dataclasses
+
+    from commercial_bank.settings import Settings
+    name, sep, value = text.partition("=")
+    names = {f.name for f in dataclasses.fields(Settings)}
+    if not sep or name.lower() not in names or name.lower() in ("id", "signing_seed", "signing_key_file"):
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME=VALUE with NAME a bank setting, e.g. batch_wait_ms=5")
+    return "CBDC_BANK_" + name.upper(), value
+
+
 def _bench_conflict(args: argparse.Namespace) -> str | None:
     """What is wrong with a combination of `cbdc bench` options, or None."""
     if args.sweep is not None and args.scenario == "ledger":
@@ -65,6 +77,8 @@ def _bench_conflict(args: argparse.Namespace) -> str | None:
         return "--sweep and --rate: give one (a sweep sets the rate of each phase)"
     if args.plot is not None and args.sweep is None:
         return "--plot: needs --sweep (it draws the sweep's phases)"
+    if args.bank_setting and (args.scenario == "ledger" or args.use_running):
+        return "--bank-setting: only for an HTTP scenario on the system the bench starts (not --use-running)"
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         return "--plot: the file name must end in .png"
     return None
@@ -158,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="onus-batch: transfers per request (default 100)")
     bench.add_argument("--verify-processes", type=int, default=0, metavar="P",
                        help="the banks' CBDC_BANK_VERIFY_PROCESSES (default 0: batches verified inline)")
+    bench.add_argument("--bank-setting", action="append", type=_bank_setting, default=[], metavar="NAME=VALUE",
+                       help="a CBDC_BANK_<NAME> setting for every bank of the system it starts, e.g. "
+                       "batch_wait_ms=5 (repeatable; how the batcher defaults were chosen, docs/BENCHMARKS.md)")
     bench.add_argument("--state-dir", default=None, metavar="DIR",
                        help="with --use-running: the running system's state dir; else where the bench's own "
                        "system keeps its state (default: a fresh temporary directory)")

@@ -74,6 +74,7 @@ class HTTPBenchConfig:
     batch_size: int = 100
     seed_outputs: int = 100_000          # ballast unspent outputs per bank ledger
     verify_processes: int = 0            # the banks' CBDC_BANK_VERIFY_PROCESSES
+    bank_settings: dict[str, str] = field(default_factory=dict)   # more CBDC_BANK_* for the banks it starts
     use_running: bool = False
     state_dir: str | None = None
     ceilings: bool = True
@@ -362,7 +363,7 @@ async def _start(config: HTTPBenchConfig):
             raise state.StateError(f"no running system with 2 banks in {state_dir}")
         return None, system, state_dir
     state_dir = state.state_path(config.state_dir or tempfile.mkdtemp(prefix="cbdc-bench-"))
-    env = {"CBDC_BANK_VERIFY_PROCESSES": str(config.verify_processes)}
+    env = {"CBDC_BANK_VERIFY_PROCESSES": str(config.verify_processes), **config.bank_settings}
     supervisor = Supervisor(state_dir, banks=2, base_port=free_port_block(3), workers=config.workers,
                             db_prefix=f"bench_{setup.new_run_id()}_", say=lambda text: None, bank_env=env)
     try:
@@ -377,7 +378,8 @@ async def run_http_bench(config: HTTPBenchConfig) -> dict:
     assert config.scenario in SCENARIOS
     show = config.progress
     report: dict = {"scenario": config.scenario, "mode": f"open loop at {config.rate:g}/s" if config.rate
-                    else f"closed loop, {config.concurrency} in flight", "workers_per_service": config.workers}
+                    else f"closed loop, {config.concurrency} in flight", "workers_per_service": config.workers,
+                    "bank_settings": {k.removeprefix("CBDC_BANK_").lower(): v for k, v in config.bank_settings.items()}}
     supervisor, system, state_dir = await _start(config)
     executor = ProcessPoolExecutor(max_workers=os.cpu_count() or 2)
     watch = ProcessWatch()

@@ -20,13 +20,15 @@ def config_of(args: argparse.Namespace) -> HTTPBenchConfig:
         seed_outputs=100_000 if args.seed_outputs is None else args.seed_outputs,
         verify_processes=args.verify_processes, use_running=args.use_running, state_dir=args.state_dir,
         ceilings=not args.no_ceilings, ceiling_outputs=args.ceiling_outputs,
-        sweep=getattr(args, "sweep", None))
+        sweep=getattr(args, "sweep", None), bank_settings=dict(getattr(args, "bank_setting", None) or []))
 
 
 def print_report(r: dict, out=sys.stdout) -> None:
     s = r["setup"]
     w = lambda text: out.write(text + "\n")  # noqa: E731
     w(f"\n{r['scenario']} benchmark: {r['mode']}, {r['workers_per_service']} worker processes per service")
+    if r.get("bank_settings"):
+        w("  bank settings: " + ", ".join(f"{k}={v}" for k, v in r["bank_settings"].items()))
     w(f"  setup {s['setup_seconds']} s (not measured): {s['wallets_per_bank']} wallets per bank "
       f"(KYC {s['kyc_tier']}) "
       f"onboarded and funded in {s['onboard_fund_seconds']} s; ballast {s['ballast_outputs_per_bank']:,} outputs "

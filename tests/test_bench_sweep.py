@@ -69,6 +69,9 @@ def test_the_cli_imports_neither_matplotlib_nor_locust():
     (["onus", "--sweep", "10,20", "--plot", "x.svg"], "must end in .png"),
     (["onus", "--sweep", "10,fast"], "comma-separated rates"),
     (["onus", "--sweep", "10,0"], "must be > 0"),
+    (["onus", "--bank-setting", "no_such_setting=1"], "NAME a bank setting"),
+    (["onus", "--bank-setting", "signing_seed=00"], "NAME a bank setting"),
+    (["onus", "--bank-setting", "batch_wait_ms=5", "--use-running"], "not --use-running"),
 ])
 def test_sweep_options_are_checked_before_anything_starts(extra, message):
     done = subprocess.run([sys.executable, "-m", "cbdc.cli", "bench", *extra], cwd=ROOT, capture_output=True,
@@ -96,8 +99,9 @@ def _bench(pg_server: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
 def test_sweep_two_rates_with_a_plot(pg_server, tmp_path):
     png = tmp_path / "plots" / "sweep.png"
     report, out = _bench(pg_server, tmp_path, "onus", "--sweep", "20,40", "--duration", "2",
-                         "--ceiling-outputs", "4000", "--plot", str(png))
+                         "--ceiling-outputs", "4000", "--plot", str(png), "--bank-setting", "batch_wait_ms=3")
     assert KEYS <= set(report), sorted(KEYS - set(report))
+    assert report["bank_settings"] == {"batch_wait_ms": "3"} and "bank settings: batch_wait_ms=3" in out
     assert report["scenario"] == "onus" and report["errors"] == {} and report["audit"]["ok"], report
     rows = report["sweep"]
     assert [r["offered"] for r in rows] == [20, 40]

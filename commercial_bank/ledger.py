@@ -116,7 +116,7 @@ class CommercialBank:
     async def wallet(self, public_key: bytes) -> asyncpg.Record:
         row = await store.get_wallet(self.pool, public_key)
         if row is None:
-            raise NotFound("no wallet with this key is registered here", code="wallet_not_found")
+            raise wallet_not_found()
         return row
 
     async def credit_deposit(self, wallet: asyncpg.Record, amount: int, reference: str) -> dict[str, Any]:
@@ -451,6 +451,10 @@ def activity(wallet: bytes, seq: int | None, tx_id: bytes, kind: str, delta: int
              counterparty: str, reference: str, at: int) -> dict[str, Any]:
     return {"wallet": wallet, "seq": seq, "tx_id": tx_id, "kind": kind, "delta": delta, "outgoing": outgoing,
             "counterparty": counterparty, "reference": reference, "at": at}
+
+
+def wallet_not_found() -> NotFound:
+    return NotFound("no wallet with this key is registered here", code="wallet_not_found")
 
 
 def apply_error(result: ApplyResult) -> Exception:

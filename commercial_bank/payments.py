@@ -37,7 +37,7 @@ import orjson
 
 from central_bank.client import APIError, CentralBankClient
 from commercial_bank import store
-from commercial_bank.ledger import CommercialBank
+from commercial_bank.ledger import CommercialBank, wallet_not_found
 from urllib.parse import urlsplit
 
 from shared import crypto
@@ -79,10 +79,12 @@ class Payments:
     async def pay(self, stx: SignedTx) -> tuple[dict[str, Any], bool]:
         vtx = self.bank.validate(stx, ("outbound",))
         spend = self.bank.spend_of(vtx)
-        payer = await self.bank.wallet(spend.payer)
-        known = await store.get_payment(self.pool, vtx.body.reference)
-        if known is not None and known["outbound_tx_id"] == vtx.tx_id:
-            return payment_json(known), False          # a resubmission: its status, nothing else
+        payer, recorded_tx_id = await store.payer_and_payment(self.pool, spend.payer, vtx.body.reference)
+        if payer is None:
+            raise wallet_not_found()
+        if recorded_tx_id == vtx.tx_id:                # a resubmission: its status, nothing else
+            known = await store.get_payment(self.pool, vtx.body.reference)
+            return payment_json(known), False
         assert vtx.body.payee is not None
         self.bank.check_per_payment(spend, payer)      # before asking the payee bank for anything
         if not spend.onus:   # on-us: the payee's limit is checked with its wallet locked, in the batch

@@ -29,6 +29,12 @@ INSERT_ACCOUNT_SQL = "INSERT INTO bank_deposit_accounts (account_id, balance, cr
 INSERT_WALLET_SQL = f"""INSERT INTO bank_wallets ({WALLET_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
                         ON CONFLICT (public_key) DO NOTHING RETURNING {WALLET_COLUMNS}"""
 GET_WALLET_SQL = f"SELECT {WALLET_COLUMNS} FROM bank_wallets WHERE public_key = $1"
+# an outbound's first look, one round trip: the payer's record (NULLs if not registered) and the tx id
+# of the outbound already recorded under its payment id (NULL if none)
+PAYER_AND_PAYMENT_SQL = f"""SELECT {', '.join('w.' + c for c in WALLET_COLUMNS.split(', '))},
+                                   (SELECT p.outbound_tx_id FROM bank_payments p WHERE p.payment_id = $2)
+                                       AS recorded_tx_id
+                              FROM (SELECT 1) AS one LEFT JOIN bank_wallets w ON w.public_key = $1"""
 LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS}, held, out_day, out_today
                          FROM bank_wallets JOIN bank_wallet_totals ON wallet = public_key
                         WHERE public_key = ANY($1::bytea[])
@@ -52,6 +58,13 @@ async def insert_wallet(conn: asyncpg.Connection, public_key: bytes, name: str, 
 
 async def get_wallet(db: Executor, public_key: bytes) -> asyncpg.Record | None:
     return await db.fetchrow(GET_WALLET_SQL, public_key)
+
+
+async def payer_and_payment(db: Executor, public_key: bytes, payment_id: str) -> tuple[asyncpg.Record | None,
+                                                                                         bytes | None]:
+    """(the wallet's record or None, the outbound tx id recorded under ``payment_id`` or None)."""
+    row = await db.fetchrow(PAYER_AND_PAYMENT_SQL, public_key, payment_id)
+    return (row if row["public_key"] is not None else None), row["recorded_tx_id"]
 
 
 # What a batch of spends needs before its limits are checked, in one round trip: the wallets' rows

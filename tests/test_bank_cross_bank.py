@@ -94,6 +94,25 @@ async def test_unknown_payee_bank_is_refused_before_any_value_moves(banks):
     await assert_system_consistent(a.cb, [a])
 
 
+async def test_an_outbound_from_an_unregistered_key_is_refused_and_changes_nothing(banks):
+    """The payer's record and the payment id are looked up together: no record, no payment."""
+    a, b = banks
+    alice = await a.funded_wallet(1_000)
+    stranger = PrivateKey.generate()
+    fake = [dataclasses.replace(c, owner=stranger.public_key) for c in await alice.coins()]   # real outpoints
+    pid = f"{a.bank_id}:stranger"
+    stx = build_spend(stranger, a.bank_id, "outbound", fake, amount=10,
+                      payee=Payee(b.bank_id, PrivateKey.generate().public_key, 10), reference=pid)
+    with pytest.raises(APIError) as exc:
+        await alice.client.pay(stx)
+    assert (exc.value.status, exc.value.code) == (404, "wallet_not_found")
+    with pytest.raises(APIError) as exc:
+        await alice.client.payment(pid)
+    assert exc.value.code == "payment_not_found"
+    assert await alice.client.balance() == 1_000
+    await assert_system_consistent(a.cb, [a, b])
+
+
 async def _settled_payment(a, b, amount: int, pid: str):
     """A payment settled at tier 1 (through A), with its notice and outbound, for B to be shown."""
     alice = await a.funded_wallet(amount * 2)

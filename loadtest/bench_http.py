@@ -3,7 +3,7 @@
 Starts its own system (cbdc.supervisor.Supervisor: the central bank and 2 banks with W worker
 processes each, a fresh temporary state dir and embedded PostgreSQL, stopped afterwards) or, with
 ``use_running``, targets the system running from ``state_dir``. Setup (loadtest/bench_setup.py) is
-timed and reported apart. Then it drives load with one aiohttp client (uvloop):
+timed and reported apart. Then it drives load with one light HTTP/1.1 client (loadtest/http_client.py, on uvloop):
 
 * closed loop (no rate): ``concurrency`` requests in flight, each sent as the previous one answers;
 * open loop (``rate`` transfers/s): requests start on a fixed timetable whatever the answers, and
@@ -38,6 +38,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -49,6 +50,7 @@ from cbdc.audit import run_audit
 from loadtest import bench_setup as setup
 from loadtest.bench_ledger import ProcessWatch, _percentile, _watch
 from loadtest.bench_ceilings import measure_ceilings
+from loadtest.http_client import ClientFailure, LoadClient
 from loadtest.progress import Progress
 from shared import db
 
@@ -127,6 +129,8 @@ class Job:
     body: bytes
     transfers: int
     crossbank: tuple[str, str] | None = None   # (payee bank, payment id)
+    origin: str = ""                           # host:port and the request's head, set by _clients
+    head: bytes = b""
 
 
 def _jobs(config: HTTPBenchConfig, urls: dict[str, str], plans: list[tuple], wires: list[bytes]) -> list[Job]:
@@ -151,14 +155,12 @@ def _jobs(config: HTTPBenchConfig, urls: dict[str, str], plans: list[tuple], wir
     return out
 
 
-async def _send(session: aiohttp.ClientSession, job: Job, t0: float, tally: Tally) -> None:
+async def _send(clients: dict[str, LoadClient], job: Job, t0: float, tally: Tally) -> None:
     tally.requests += 1
     try:
-        async with session.post(job.url, data=job.body, headers={"Content-Type": "application/json"}) as response:
-            data = await response.read()
-            status = response.status
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        tally.error(f"client_{type(exc).__name__}", job.transfers)
+        status, data = await clients[job.origin].post(job.head, job.body)
+    except ClientFailure as exc:
+        tally.error(f"client_{exc.reason}", job.transfers)
         return
     done = time.perf_counter()
     if status >= 400:
@@ -182,7 +184,23 @@ async def _send(session: aiohttp.ClientSession, job: Job, t0: float, tally: Tall
     tally.latencies_ms.append((done - t0) * 1000)
 
 
-async def _closed_loop(session, jobs: list[Job], config: HTTPBenchConfig, tally: Tally, progress: Progress) -> None:
+def _clients(jobs: list[Job]) -> dict[str, LoadClient]:
+    """One load client per service the jobs target; each job's request head built once, up front."""
+    clients: dict[str, LoadClient] = {}
+    for job in jobs:
+        if job.origin:
+            continue
+        parts = urlsplit(job.url)
+        job.origin = f"{parts.hostname}:{parts.port}"
+        client = clients.get(job.origin)
+        if client is None:
+            client = clients[job.origin] = LoadClient(parts.hostname, parts.port,
+                                                      timeout_seconds=REQUEST_TIMEOUT_SECONDS)
+        job.head = client.request_head(parts.path, len(job.body))
+    return clients
+
+
+async def _closed_loop(clients, jobs: list[Job], config: HTTPBenchConfig, tally: Tally, progress: Progress) -> None:
     deadline = time.perf_counter() + config.duration_seconds
     queue = iter(jobs)
 
@@ -191,12 +209,12 @@ async def _closed_loop(session, jobs: list[Job], config: HTTPBenchConfig, tally:
             job = next(queue, None)               # exactly the jobs used
             if job is None:
                 return
-            await _send(session, job, time.perf_counter(), tally)
+            await _send(clients, job, time.perf_counter(), tally)
             progress.advance(job.transfers)
     await asyncio.gather(*(runner() for _ in range(config.concurrency)))
 
 
-async def _open_loop(session, jobs: list[Job], config: HTTPBenchConfig, tally: Tally, progress: Progress) -> None:
+async def _open_loop(clients, jobs: list[Job], config: HTTPBenchConfig, tally: Tally, progress: Progress) -> None:
     assert config.rate
     per_request = jobs[0].transfers if jobs else 1
     interval = per_request / config.rate
@@ -205,7 +223,7 @@ async def _open_loop(session, jobs: list[Job], config: HTTPBenchConfig, tally: T
     tasks = set()
 
     async def one(job: Job, t0: float) -> None:
-        await _send(session, job, t0, tally)
+        await _send(clients, job, t0, tally)
         progress.advance(job.transfers)
     for n in range(count):
         scheduled = start + n * interval
@@ -251,17 +269,16 @@ async def _drive(config: HTTPBenchConfig, system: state.System, jobs: list[Job],
     total = sum(j.transfers for j in jobs)
     progress = Progress(f"{config.scenario} " + (f"@{config.rate:,.0f}/s" if config.rate else
                                                  f"c={config.concurrency}"), total, enabled=config.progress)
-    connector = aiohttp.TCPConnector(limit=0 if config.rate else config.concurrency, ttl_dns_cache=None)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
+    clients = _clients(jobs)   # closed loop: as many connections as runners; open loop: as many as needed
     stop = asyncio.Event()
     crossbank = any(j.crossbank for j in jobs)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    try:
         watcher = asyncio.ensure_future(_credit_watch(bank_db_urls, tally, stop, progress)) if crossbank else None
         tally.started = time.perf_counter()
         if config.rate:
-            await _open_loop(session, jobs, config, tally, progress)
+            await _open_loop(clients, jobs, config, tally, progress)
         else:
-            await _closed_loop(session, jobs, config, tally, progress)
+            await _closed_loop(clients, jobs, config, tally, progress)
         tally.finished = time.perf_counter()
         if watcher is not None:
             stop.set()
@@ -269,6 +286,9 @@ async def _drive(config: HTTPBenchConfig, system: state.System, jobs: list[Job],
                 await asyncio.wait_for(watcher, CREDIT_WAIT_SECONDS)
             except asyncio.TimeoutError:
                 tally.error("not_credited_in_time", sum(len(v) for v in tally.pending_credit.values()))
+    finally:
+        for client in clients.values():
+            client.close()
     progress.close()
     return tally
 

@@ -185,18 +185,17 @@ async def _send(clients: dict[str, LoadClient], job: Job, t0: float, tally: Tall
 
 
 def _clients(jobs: list[Job]) -> dict[str, LoadClient]:
-    """One load client per service the jobs target; each job's request head built once, up front."""
+    """One load client per service the jobs target; each job's request head is built once (a job
+    handed to several phases of a sweep keeps it)."""
     clients: dict[str, LoadClient] = {}
     for job in jobs:
-        if job.origin:
-            continue
-        parts = urlsplit(job.url)
-        job.origin = f"{parts.hostname}:{parts.port}"
-        client = clients.get(job.origin)
-        if client is None:
-            client = clients[job.origin] = LoadClient(parts.hostname, parts.port,
-                                                      timeout_seconds=REQUEST_TIMEOUT_SECONDS)
-        job.head = client.request_head(parts.path, len(job.body))
+        if not job.origin:
+            parts = urlsplit(job.url)
+            job.origin = f"{parts.hostname}:{parts.port}"
+            job.head = LoadClient.request_head_for(job.origin, parts.path, len(job.body))
+        if job.origin not in clients:
+            host, _, port = job.origin.rpartition(":")
+            clients[job.origin] = LoadClient(host, int(port), timeout_seconds=REQUEST_TIMEOUT_SECONDS)
     return clients
 
 
@@ -220,7 +219,13 @@ async def _open_loop(clients, jobs: list[Job], config: HTTPBenchConfig, tally: T
     interval = per_request / config.rate
     count = min(len(jobs), int(config.duration_seconds / interval) + 1)
     start = time.perf_counter()
-    tasks = set()
+    tasks: set[asyncio.Task] = set()
+    crashed: list[BaseException] = []
+
+    def finished(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            crashed.append(task.exception())
 
     async def one(job: Job, t0: float) -> None:
         await _send(clients, job, t0, tally)
@@ -232,9 +237,11 @@ async def _open_loop(clients, jobs: list[Job], config: HTTPBenchConfig, tally: T
             await asyncio.sleep(delay)
         task = asyncio.ensure_future(one(jobs[n], scheduled))
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task.add_done_callback(finished)
     if tasks:
         await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT_SECONDS)
+    if crashed:   # a fault of the load generator itself must not pass for an idle phase
+        raise crashed[0]
 
 
 async def _credit_watch(bank_urls: dict[str, str], tally: Tally, stop: asyncio.Event, progress: Progress) -> None:

@@ -103,11 +103,15 @@ class LoadClient:
         self._idle: deque[_Connection] = deque()
         self._slots = asyncio.Semaphore(connections_max) if connections_max else None
         self._all: set[_Connection] = set()
-        self._host_header = f"Host: {host}:{port}\r\n".encode()
 
     def request_head(self, path: str, body_length: int) -> bytes:
-        return (b"POST " + path.encode() + b" HTTP/1.1\r\n" + self._host_header +
-                b"Content-Type: application/json\r\nContent-Length: " + str(body_length).encode() + b"\r\n\r\n")
+        return self.request_head_for(f"{self.host}:{self.port}", path, body_length)
+
+    @staticmethod
+    def request_head_for(origin: str, path: str, body_length: int) -> bytes:
+        """The head of a POST of ``body_length`` JSON bytes to ``path`` at ``origin`` (host:port)."""
+        return (f"POST {path} HTTP/1.1\r\nHost: {origin}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {body_length}\r\n\r\n").encode()
 
     async def _connection(self) -> _Connection:
         while self._idle:

@@ -91,3 +91,16 @@ async def test_no_answer_in_time_is_a_timeout_and_no_server_a_connect_failure(se
     with pytest.raises(ClientFailure) as exc:
         await gone.post(gone.request_head("/echo", 2), b"{}")
     assert exc.value.reason == "connect_failed"
+
+
+def test_every_phase_of_a_sweep_has_a_client_for_each_of_its_jobs():
+    """A job keeps its built request head across phases (the auto sweep's probe takes a budget it may
+    not use up; the next phase starts inside it): each phase still gets a client per target."""
+    from loadtest.bench_http import Job, _clients
+    jobs = [Job(f"http://127.0.0.1:{8000 + n % 2}/v1/transfers", b"{}", 1) for n in range(10)]
+    probe = _clients(jobs[:6])
+    phase = _clients(jobs[3:6])                 # jobs the probe prepared (and did not send)
+    assert set(probe) == set(phase) == {"127.0.0.1:8000", "127.0.0.1:8001"}
+    assert set(_clients(jobs[3:])) == set(phase)
+    assert all(job.origin in phase and job.head.startswith(b"POST /v1/transfers HTTP/1.1\r\n") for job in jobs[3:])
+    assert b"Host: 127.0.0.1:8001\r\n" in jobs[1].head and b"Content-Length: 2\r\n\r\n" in jobs[1].head

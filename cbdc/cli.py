@@ -21,7 +21,7 @@ BENCH_EXAMPLE = """examples:
   cbdc bench ledger                     # 1M unspent outputs, batch sizes 1/100/1000, ~2 minutes
   cbdc bench ledger --json              # the same; the last stdout line is one JSON object
   cbdc bench ledger --seed-outputs 200000 --transactions 20000 --duration 5   # a quick look
-  cbdc bench onus                       # own system (2 banks, 1 worker each), closed loop, ~1-2 minutes
+  cbdc bench onus                       # own system (2 banks, 2 workers each), closed loop, ~1-2 minutes
   cbdc bench onus-batch --batch-size 100 --concurrency 8
   cbdc bench crossbank --rate 500       # open loop: 500 payments/s on a fixed timetable
   cbdc bench mixed --json --duration 20 --seed-outputs 1000000
@@ -164,9 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "against offered rate")
     bench.add_argument("--concurrency", type=_positive_int, default=None, metavar="C",
                        help="closed loop: requests in flight (default 64; 8 for onus-batch)")
-    bench.add_argument("--workers", type=_positive_int, default=1, metavar="W",
-                       help="worker processes per service of the system it starts (default 1: on this 2-core "
-                       "machine 2 measured no faster, docs/BENCHMARKS.md)")
+    bench.add_argument("--workers", type=_positive_int, default=2, metavar="W",
+                       help="worker processes per service of the system it starts (default 2)")
     bench.add_argument("--wallets", type=_positive_int, default=100, metavar="N",
                        help="wallets per bank (default 100)")
     bench.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",

@@ -70,7 +70,7 @@ class HTTPBenchConfig:
     duration_seconds: float = 10.0
     rate: float | None = None            # transfers per second (open loop); None: closed loop
     concurrency: int = 64
-    workers: int = 1                     # per service (on 2 cores, 1 measured as good or better than 2)
+    workers: int = 2                     # per service
     wallets: int = 100                   # per bank
     transfers: int | None = None         # pre-signed; default per scenario
     batch_size: int = 100

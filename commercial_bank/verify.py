@@ -1,7 +1,7 @@
 """Decoding and validating the items of a batch submission (signatures included), off the event loop.
 
-``validate_items`` is pure: each item (one signed transaction, parsed or as JSON bytes) becomes a ``ValidTx`` or
-the RFC 9457 problem it was refused with. ``BatchVerifier`` runs it inline, or — with
+``validate_items`` is pure: each item (one signed transaction, parsed or as JSON bytes) becomes a
+``ValidTx`` or the RFC 9457 problem it was refused with. ``BatchVerifier`` runs it inline, or — with
 ``verify_processes`` > 0 — in a per-worker ProcessPoolExecutor fed in chunks of
 ``verify_chunk_items`` (DESIGN section 9: one task per signature costs more in IPC than the
 verification itself). Ed25519 verification holds the GIL, so only processes take it off the loop.
@@ -14,10 +14,10 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Sequence
 
-from shared.errors import CBDCError
-from shared.fields import invalid
 import orjson
 
+from shared.errors import CBDCError
+from shared.fields import invalid
 from shared.tx import signed_from_bytes, signed_from_json
 from shared.validation import LedgerRules, ValidTx, validate
 

@@ -30,7 +30,7 @@ from shared.failpoints import failpoint
 from shared.fields import invalid
 from shared.tx import (LEDGER_CB, LEDGER_ID_RE, Output, SignedTx, Tx, decode_body, decode_witnesses,
                        signed_to_json)
-from shared.validation import LedgerRules, ValidTx, sign, validate
+from shared.validation import LedgerRules, ValidTx, sign_valid, validate
 
 log = logging.getLogger(__name__)
 BANK_KINDS = ("redeem", "transfer", "fund", "defund")
@@ -142,7 +142,7 @@ class CentralBank:
                 raise Conflict("this issuance would exceed the supply cap", code="supply_cap_exceeded")
             body = Tx(LEDGER_CB, "issue", outputs=(Output(bank.public_key, proposal["amount"]),),
                       reference=f"issue:{proposal_id}")
-            vtx = validate(sign(body, self.key), self.rules({}), now)
+            vtx = sign_valid(body, self.key, self.rules({}), now)
             [result] = await self.engine.apply([vtx], conn)
             assert result.code == CREATED, f"a fresh issue was answered {result.code}"
             await store.record_history(conn, [history_entry(vtx, result)])

@@ -42,7 +42,7 @@ from shared.fields import invalid
 from shared.failpoints import failpoint
 from shared.notice import PAYMENT_ID_RE, REFERENCE_BYTES, UNBOUND, SettlementNotice, notice_to_json, sign_notice
 from shared.tx import LEDGER_CB, LEDGER_ID_RE, Input, Output, Tx
-from shared.validation import sign, validate
+from shared.validation import sign_valid
 
 RETRIES_MAX = 3
 SETTLE_INPUTS_MAX = 256   # escrow outputs one settle transaction may spend
@@ -206,7 +206,7 @@ class Settlement:
         if total > amount:
             outputs.append(Output(payer.escrow_owner, total - amount))
         body = Tx(LEDGER_CB, "settle", tuple(chosen), tuple(outputs), reference=_reference(accepted))
-        vtx = validate(sign(body, self.cb.key), rules, now)
+        vtx = sign_valid(body, self.cb.key, rules, now)
         [result] = await self.cb.engine.apply([vtx], conn)
         assert result.code == "created", f"a settle of locked outputs was answered {result.code}"
         await store.record_history(conn, [history_entry(vtx, result)])

@@ -34,7 +34,7 @@ from shared.errors import CBDCError, Conflict, NotFound, Unavailable, Unprocessa
 from shared.fields import invalid
 from shared.notice import PAYMENT_ID_RE
 from shared.tx import Output, SignedTx, Tx, decode_body, decode_witnesses, signed_to_json
-from shared.validation import LedgerRules, ValidTx, sign, validate
+from shared.validation import LedgerRules, ValidTx, sign_valid, validate
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"[^\x00-\x1f]{1,100}")
@@ -364,7 +364,7 @@ class CommercialBank:
     def own_tx(self, kind: str, owner: bytes, amount: int, reference: str) -> ValidTx:
         """A mint or inbound paying ``owner``, signed by the bank (deterministic: same tx id every time)."""
         body = Tx(self.bank_id, kind, outputs=(Output(owner, amount),), reference=reference)
-        return validate(sign(body, self.key), self.rules, self.now())
+        return sign_valid(body, self.key, self.rules, self.now())
 
     async def apply_own(self, conn: asyncpg.Connection, vtx: ValidTx, *, activity_kind: str, outgoing: int = 0,
                         counterparty: str = "") -> ApplyResult:

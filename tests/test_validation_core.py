@@ -698,3 +698,33 @@ def test_count_checks_come_before_item_checks():
     tx = body(inputs=set_input(0, amount=0))
     assert_rejected(stale(tx), "too_many_outputs", 1, "outputs", rules=replace(RULES, outputs_max=1))
     assert_rejected(stale(tx), "too_many_inputs", 1, "inputs", rules=replace(RULES, inputs_max=1))
+
+
+# -- sign_valid: a transaction signed here, checked like any other, without re-verifying -----------
+
+MINT = Tx("bank-t", "mint", (), (Output(BOB.public_key, 250),), reference="fund:f1")
+
+
+@pytest.mark.parametrize("tx, key, rules", [
+    (MINT, AUTH, RULES),
+    (replace(MINT, kind="inbound", reference="in:bank-u:p1"), AUTH, RULES),
+    (BASE_BODY, ALICE, RULES),
+    (Tx("cb", "issue", (), (Output(BANK.public_key, 5),)), CB, LedgerRules("cb", mint_authority=CB.public_key)),
+])
+def test_sign_valid_equals_validate_of_sign(tx, key, rules):
+    assert validation.sign_valid(tx, key, rules, NOW) == validate(sign(tx, key), rules, NOW)
+
+
+@pytest.mark.parametrize("tx, key, code, field", [
+    (replace(MINT, outputs=(Output(BOB.public_key, 0),)), AUTH, "amount_not_positive", "outputs"),
+    (replace(MINT, ledger="bank-u"), AUTH, "wrong_ledger", "ledger"),
+    (replace(MINT, expiry=NOW - 1), AUTH, "transaction_expired", "expiry"),
+    (MINT, MALLORY, "witness_unexpected", "witnesses"),                 # not the mint authority
+    (replace(BASE_BODY, inputs=BASE_BODY.inputs + (Input(bytes([0xA3]) * 32, 0, BOB.public_key, 1),),
+             outputs=(Output(BOB.public_key, 601), Output(ALICE.public_key, 400))),
+     ALICE, "signature_missing", "inputs"),                             # Bob must sign too
+])
+def test_sign_valid_refuses_what_validate_refuses(tx, key, code, field):
+    with pytest.raises(ValidationFailed) as exc:
+        validation.sign_valid(tx, key, RULES, NOW)
+    assert exc.value.code == code and exc.value.extra.get("field") == field

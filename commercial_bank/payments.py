@@ -72,6 +72,11 @@ class Payments:
         self._directory: dict[str, tuple[dict, float]] = {}
         self._slots = asyncio.Semaphore(bank.settings.settlement_concurrency)
         self._reservers: dict[str, MicroBatcher] = {}   # payee bank -> its reservations, batched
+        s = bank.settings
+        # the payer's record and any payment already recorded under the id: one query per batch of outbounds
+        self._lookups: MicroBatcher[tuple[bytes, str], tuple] = MicroBatcher(
+            lambda asked: store.payers_and_payments(self.pool, asked), batch_max=s.batch_max,
+            wait_ms=s.batch_wait_ms, queue_max=s.batch_queue_max, flushers=s.flushers)
         self.nonces = store.nonce_store(bank.pool)
 
     # -- payer side: accept -------------------------------------------------------------------
@@ -79,7 +84,7 @@ class Payments:
     async def pay(self, stx: SignedTx) -> tuple[dict[str, Any], bool]:
         vtx = self.bank.validate(stx, ("outbound",))
         spend = self.bank.spend_of(vtx)
-        payer, recorded_tx_id = await store.payer_and_payment(self.pool, spend.payer, vtx.body.reference)
+        payer, recorded_tx_id = await self._lookups.submit((spend.payer, vtx.body.reference))
         if payer is None:
             raise wallet_not_found()
         if recorded_tx_id == vtx.tx_id:                # a resubmission: its status, nothing else
@@ -158,7 +163,7 @@ class Payments:
         return refusal(f"the payee bank refused: {result.get('detail')}", code=result["code"])
 
     async def stop(self) -> None:
-        for batcher in self._reservers.values():
+        for batcher in (self._lookups, *self._reservers.values()):
             await batcher.stop()
 
     async def _directory_entry(self, bank_id: str) -> dict | None:

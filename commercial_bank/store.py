@@ -29,12 +29,14 @@ INSERT_ACCOUNT_SQL = "INSERT INTO bank_deposit_accounts (account_id, balance, cr
 INSERT_WALLET_SQL = f"""INSERT INTO bank_wallets ({WALLET_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
                         ON CONFLICT (public_key) DO NOTHING RETURNING {WALLET_COLUMNS}"""
 GET_WALLET_SQL = f"SELECT {WALLET_COLUMNS} FROM bank_wallets WHERE public_key = $1"
-# an outbound's first look, one round trip: the payer's record (NULLs if not registered) and the tx id
-# of the outbound already recorded under its payment id (NULL if none)
-PAYER_AND_PAYMENT_SQL = f"""SELECT {', '.join('w.' + c for c in WALLET_COLUMNS.split(', '))},
-                                   (SELECT p.outbound_tx_id FROM bank_payments p WHERE p.payment_id = $2)
-                                       AS recorded_tx_id
-                              FROM (SELECT 1) AS one LEFT JOIN bank_wallets w ON w.public_key = $1"""
+# outbounds' first look, one round trip for many: each payer's record (NULLs if not registered) and
+# the tx id of the outbound already recorded under each payment id (NULL if none), in the given order
+PAYERS_AND_PAYMENTS_SQL = f"""SELECT {', '.join('w.' + c for c in WALLET_COLUMNS.split(', '))},
+                                     p.outbound_tx_id AS recorded_tx_id
+                                FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS x(key, payment_id, n)
+                                LEFT JOIN bank_wallets w ON w.public_key = x.key
+                                LEFT JOIN bank_payments p ON p.payment_id = x.payment_id
+                               ORDER BY x.n"""
 LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS}, held, out_day, out_today
                          FROM bank_wallets JOIN bank_wallet_totals ON wallet = public_key
                         WHERE public_key = ANY($1::bytea[])
@@ -60,11 +62,13 @@ async def get_wallet(db: Executor, public_key: bytes) -> asyncpg.Record | None:
     return await db.fetchrow(GET_WALLET_SQL, public_key)
 
 
-async def payer_and_payment(db: Executor, public_key: bytes, payment_id: str) -> tuple[asyncpg.Record | None,
-                                                                                         bytes | None]:
-    """(the wallet's record or None, the outbound tx id recorded under ``payment_id`` or None)."""
-    row = await db.fetchrow(PAYER_AND_PAYMENT_SQL, public_key, payment_id)
-    return (row if row["public_key"] is not None else None), row["recorded_tx_id"]
+async def payers_and_payments(db: Executor, asked: list[tuple[bytes, str]]
+                              ) -> list[tuple[asyncpg.Record | None, bytes | None]]:
+    """For each (wallet key, payment id): (the wallet's record or None, the outbound tx id recorded
+    under the payment id or None), in order."""
+    keys, payment_ids = [k for k, _ in asked], [p for _, p in asked]
+    rows = await db.fetch(PAYERS_AND_PAYMENTS_SQL, keys, payment_ids)
+    return [((r if r["public_key"] is not None else None), r["recorded_tx_id"]) for r in rows]
 
 
 # What a batch of spends needs before its limits are checked, in one round trip: the wallets' rows

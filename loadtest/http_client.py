@@ -95,13 +95,13 @@ def _head(head: bytes) -> tuple[int, int, bool]:
 
 
 class LoadClient:
-    """POSTs to one host:port over at most ``connections_max`` kept-alive connections (0: no limit)."""
+    """POSTs to one host:port over kept-alive connections, as many as requests in flight (the caller
+    bounds them: the closed loop's runners, the open loop's timetable)."""
 
-    def __init__(self, host: str, port: int, *, connections_max: int = 0, timeout_seconds: float = 60.0) -> None:
+    def __init__(self, host: str, port: int, *, timeout_seconds: float = 60.0) -> None:
         self.host, self.port = host, port
         self.timeout_seconds = timeout_seconds
         self._idle: deque[_Connection] = deque()
-        self._slots = asyncio.Semaphore(connections_max) if connections_max else None
         self._all: set[_Connection] = set()
 
     def request_head(self, path: str, body_length: int) -> bytes:
@@ -129,32 +129,26 @@ class LoadClient:
 
     async def post(self, head: bytes, body: bytes) -> tuple[int, bytes]:
         """(status, body) of the answer to ``head`` (from request_head) + ``body``."""
-        if self._slots is not None:
-            await self._slots.acquire()
+        conn = await self._connection()
+        loop = asyncio.get_running_loop()
+        conn.waiter = loop.create_future()
+        timer = loop.call_later(self.timeout_seconds, conn.fail, "timeout")
         try:
-            conn = await self._connection()
-            loop = asyncio.get_running_loop()
-            conn.waiter = loop.create_future()
-            timer = loop.call_later(self.timeout_seconds, conn.fail, "timeout")
-            try:
-                conn.transport.writelines((head, body))
-                answer = await conn.waiter
-            except ClientFailure:
-                conn.close()
-                self._all.discard(conn)
-                raise
-            finally:
-                timer.cancel()
-                conn.waiter = None
-            if conn.reusable and conn.open:
-                self._idle.append(conn)
-            else:
-                conn.close()
-                self._all.discard(conn)
-            return answer
+            conn.transport.writelines((head, body))
+            answer = await conn.waiter
+        except ClientFailure:
+            conn.close()
+            self._all.discard(conn)
+            raise
         finally:
-            if self._slots is not None:
-                self._slots.release()
+            timer.cancel()
+            conn.waiter = None
+        if conn.reusable and conn.open:
+            self._idle.append(conn)
+        else:
+            conn.close()
+            self._all.discard(conn)
+        return answer
 
     def close(self) -> None:
         for conn in self._all:

@@ -350,16 +350,18 @@ class Payments:
         keys = sorted({key for _, key, _ in asked.values()})
         async with self.pool.acquire() as conn, conn.transaction():
             wallets = await store.lock_wallets(conn, keys)
-            known = await store.get_reservations(conn, [pid for pid, _, _ in asked.values()])
+            known, credited = await store.known_reservations(conn, [pid for pid, _, _ in asked.values()])
             room = {k: self.bank.tier(w).holding - w["held"] for k, w in wallets.items()}
             for key, amount in (await store.reserved(conn, keys, now)).items():
                 room[key] -= amount
             rows = {}
             for n, (pid, key, amount) in asked.items():
                 wallet = wallets.get(key)
-                if pid in known or pid in rows:
+                if pid in credited:   # its reservation was released when it was credited
+                    out[n] = Conflict("this payment was already credited", code="payment_credited")
+                elif pid in known or pid in rows:
                     continue
-                if wallet is None:
+                elif wallet is None:
                     out[n] = Unprocessable("the payee is not a wallet of this bank", code="payee_unknown")
                 elif amount > max(room[key], 0) and wallet["deposit_account"] is None:
                     self.bank.metrics.limit_refusals.labels("payee_holding_limit").inc()

@@ -6,6 +6,7 @@ One task per process, started in the app's cleanup_ctx. Each pass (bounded: at m
   fundings  debited -> funded -> minted (or failed, deposit returned)
   defunds   burned -> defunded -> credited
   payments  pending -> settled | refunded;  settled -> completed (re-push the notice)
+  reservations (payee side) expired ones deleted; a credited payment's went with its credit
 
 Every step is idempotent (stored tier-1 bytes re-sent, deterministic tier-2 transactions, unique
 payment ids at the central bank and at the payee bank), so a pass may safely repeat work another
@@ -67,6 +68,7 @@ class Recovery:
             await self._step("funding", row["funding_id"], self.flows.drive_funding(row))
         for row in await store.open_defunds(self.bank.pool, self.rows_max):
             await self._step("defund", row["defund_id"], self.flows.drive_defund(row))
+        await store.sweep_reservations(self.bank.pool, self.bank.now(), self.rows_max)   # expired: room freed
         async with self.bank.pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SETTLEMENT_LOCK):
                 return False    # another worker process is settling: it will see these payments too

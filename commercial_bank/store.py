@@ -37,10 +37,8 @@ PAYERS_AND_PAYMENTS_SQL = f"""SELECT {', '.join('w.' + c for c in WALLET_COLUMNS
                                 LEFT JOIN bank_wallets w ON w.public_key = x.key
                                 LEFT JOIN bank_payments p ON p.payment_id = x.payment_id
                                ORDER BY x.n"""
-LOCK_WALLETS_SQL = f"""SELECT {WALLET_COLUMNS}, held, out_day, out_today
-                         FROM bank_wallets JOIN bank_wallet_totals ON wallet = public_key
-                        WHERE public_key = ANY($1::bytea[])
-                        ORDER BY public_key FOR UPDATE OF bank_wallets"""
+# locks first, then reads the totals with a fresh snapshot (schema/007_locked_reads.sql)
+LOCK_WALLETS_SQL = "SELECT * FROM bank_lock_wallets($1::bytea[])"
 ACCOUNT_BALANCE_SQL = "SELECT balance FROM bank_deposit_accounts WHERE account_id = $1"
 DEPOSIT_ENTRY_SQL = """WITH e AS (
                            INSERT INTO bank_deposit_entries (entry_key, account_id, amount, created_at)
@@ -74,22 +72,8 @@ async def payers_and_payments(db: Executor, asked: list[tuple[bytes, str]]
 # What a batch of spends needs before its limits are checked, in one round trip: the wallets' rows
 # locked (key order) with their running totals, which of the batch's tx ids are logged already, the
 # room promised to open reservations per payee, and the tx ids of the batch's payment ids.
-FLUSH_STATE_SQL = """
-WITH w AS (SELECT w.public_key, w.kyc_tier, w.deposit_account, t.held, t.out_day, t.out_today
-             FROM bank_wallets w JOIN bank_wallet_totals t ON t.wallet = w.public_key
-            WHERE w.public_key = ANY($1::bytea[]) ORDER BY w.public_key FOR UPDATE OF w)
-SELECT 'w' AS what, public_key AS key, kyc_tier AS text1, deposit_account AS text2, held AS n1, out_day AS n2,
-       out_today AS n3 FROM w
-UNION ALL
-SELECT 'l', tx_id, NULL, NULL, NULL, NULL, NULL FROM ledger_tx WHERE tx_id = ANY($2::bytea[])
-UNION ALL
-SELECT 'r', r.payee_key, NULL, NULL, sum(r.room)::bigint, NULL, NULL FROM bank_reservations r
- WHERE r.payee_key = ANY($3::bytea[]) AND r.expires_at >= $5
-   AND NOT EXISTS (SELECT 1 FROM bank_inbound i WHERE i.payment_id = r.payment_id)
- GROUP BY r.payee_key
-UNION ALL
-SELECT 'p', outbound_tx_id, payment_id, NULL, NULL, NULL, NULL FROM bank_payments WHERE payment_id = ANY($4::text[])
-"""
+FLUSH_STATE_SQL = ("SELECT * FROM bank_flush_state($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], "
+                   "$5::bigint)")   # the batch's wallets locked, then read (schema/007_locked_reads.sql)
 
 
 @dataclass
@@ -338,10 +322,14 @@ INBOUND_COLUMNS = ("payment_id, payer_bank, payee_key, amount, deposit_amount, o
 INSERT_INBOUND_SQL = f"""INSERT INTO bank_inbound ({INBOUND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                          ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
 GET_INBOUNDS_SQL = f"SELECT {INBOUND_COLUMNS} FROM bank_inbound WHERE payment_id = ANY($1::text[])"
-INSERT_INBOUNDS_SQL = f"""INSERT INTO bank_inbound ({INBOUND_COLUMNS})
-                          SELECT *, $9::bigint FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[],
-                                                           $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
-                          ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
+# the credits recorded now release their payments' reservations, in the same statement
+INSERT_INBOUNDS_SQL = f"""WITH i AS (
+                              INSERT INTO bank_inbound ({INBOUND_COLUMNS})
+                              SELECT *, $9::bigint FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[],
+                                                               $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
+                              ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id),
+                          r AS (DELETE FROM bank_reservations WHERE payment_id IN (SELECT payment_id FROM i))
+                          SELECT payment_id FROM i"""
 
 
 async def insert_payments(conn: asyncpg.Connection, rows: list[tuple], now: int) -> set[str]:
@@ -410,7 +398,8 @@ async def get_inbounds(db: Executor, payment_ids: list[str]) -> dict[str, asyncp
 
 async def insert_inbounds(conn: asyncpg.Connection, rows: list[tuple], now: int) -> set[str]:
     """Record credits (payment id, payer bank, payee key, amount, deposit amount, outbound tx id,
-    settle tx id, inbound tx id); the payment ids recorded now (the others were already)."""
+    settle tx id, inbound tx id); the payment ids recorded now (the others were already). Their
+    reservations are released in the same statement."""
     columns = [list(c) for c in zip(*rows)]
     return {r["payment_id"] for r in await conn.fetch(INSERT_INBOUNDS_SQL, *columns, now)}
 
@@ -423,14 +412,22 @@ INSERT_RESERVATION_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMNS
                              ON CONFLICT (payment_id) DO NOTHING RETURNING {RESERVATION_COLUMNS}"""
 GET_RESERVATION_SQL = f"SELECT {RESERVATION_COLUMNS} FROM bank_reservations WHERE payment_id = $1"
 GET_RESERVATIONS_SQL = f"SELECT {RESERVATION_COLUMNS} FROM bank_reservations WHERE payment_id = ANY($1::text[])"
+# the reservations under these ids, and (as credited = true) the ids whose payment was credited
+KNOWN_RESERVATIONS_SQL = f"""SELECT {RESERVATION_COLUMNS}, false AS credited FROM bank_reservations
+                              WHERE payment_id = ANY($1::text[])
+                             UNION ALL
+                             SELECT payment_id, payer_bank, payee_key, amount, 0, credited_at, 0, true FROM bank_inbound
+                              WHERE payment_id = ANY($1::text[])"""
 INSERT_RESERVATIONS_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMNS})
                               SELECT *, $6::bigint, $7::bigint FROM unnest($1::text[], $2::text[], $3::bytea[],
                                                                            $4::bigint[], $5::bigint[])
                               ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
 RESERVED_SQL = """SELECT r.payee_key, coalesce(sum(r.room), 0)::bigint AS total FROM bank_reservations r
                    WHERE r.payee_key = ANY($1::bytea[]) AND r.expires_at >= $2 AND r.payment_id <> ALL($3::text[])
-                     AND NOT EXISTS (SELECT 1 FROM bank_inbound i WHERE i.payment_id = r.payment_id)
                    GROUP BY r.payee_key"""
+# expired reservations, a bounded chunk at a time (a credited payment's is released as it is credited)
+SWEEP_RESERVATIONS_SQL = """DELETE FROM bank_reservations WHERE payment_id IN (
+                                SELECT payment_id FROM bank_reservations WHERE expires_at < $1 LIMIT $2)"""
 
 
 async def insert_reservation(conn: asyncpg.Connection, payment_id: str, payer_bank: str, payee_key: bytes,
@@ -443,6 +440,12 @@ async def get_reservations(db: Executor, payment_ids: list[str]) -> dict[str, as
     return {r["payment_id"]: r for r in await db.fetch(GET_RESERVATIONS_SQL, payment_ids)}
 
 
+async def known_reservations(db: Executor, payment_ids: list[str]) -> tuple[dict[str, asyncpg.Record], set[str]]:
+    """The open reservations under these payment ids, and the ids whose payment is already credited."""
+    rows = await db.fetch(KNOWN_RESERVATIONS_SQL, payment_ids)
+    return {r["payment_id"]: r for r in rows if not r["credited"]}, {r["payment_id"] for r in rows if r["credited"]}
+
+
 async def insert_reservations(conn: asyncpg.Connection, rows: list[tuple], now: int, expires_at: int) -> set[str]:
     """Reservations (payment id, payer bank, payee key, amount, room); the payment ids inserted now."""
     if not rows:
@@ -451,12 +454,17 @@ async def insert_reservations(conn: asyncpg.Connection, rows: list[tuple], now: 
     return {r["payment_id"] for r in await conn.fetch(INSERT_RESERVATIONS_SQL, *columns, now, expires_at)}
 
 
+async def sweep_reservations(db: Executor, now: int, limit: int) -> int:
+    """Delete up to ``limit`` expired reservations; how many."""
+    return int((await db.execute(SWEEP_RESERVATIONS_SQL, now, limit)).split()[-1])
+
+
 async def get_reservation(db: Executor, payment_id: str) -> asyncpg.Record | None:
     return await db.fetchrow(GET_RESERVATION_SQL, payment_id)
 
 
 async def reserved(db: Executor, keys: list[bytes], now: int, *, excluding: str | list[str] = ()) -> dict[bytes, int]:
-    """Room held by open reservations per payee key (not expired, not yet credited; not those of the
-    payment ids ``excluding``)."""
+    """Room held by open reservations per payee key (not expired; not those of the payment ids
+    ``excluding``). A credited payment's reservation is gone: released as it was credited."""
     ids = [excluding] if isinstance(excluding, str) else list(excluding)
     return {r["payee_key"]: r["total"] for r in await db.fetch(RESERVED_SQL, keys, now, ids)}

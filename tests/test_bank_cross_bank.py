@@ -311,3 +311,36 @@ async def test_reservations_in_a_batch_are_answered_item_by_item(banks):
     assert [x.get("fresh", x.get("code")) for x in r] == [
         True, False, "payee_holding_limit", "payee_unknown", "payment_id_invalid", "payment_conflict", True]
     assert (r[0]["as_coins"], r[6]["as_coins"]) == (600_000, 400_000)
+
+
+async def test_a_credit_releases_its_reservation_and_expired_ones_are_swept(banks):
+    """A reservation counts against the payee's limit until its payment is credited: then it is gone
+    (the limit checks never sum more than the payments in flight); a reservation asked for again
+    after the credit is refused; an expired one is deleted by the recovery loop."""
+    a, b = banks
+    alice = await a.funded_wallet(10_000)
+    bob = await b.wallet("full")
+    pid = f"{a.bank_id}:released"
+    await _pay(alice, b, bob.public_key, 1_000, pid)
+    await wait_until(lambda: _state(alice, pid, "completed"), "payment completed")
+    assert await b.pool.fetchval("SELECT count(*) FROM bank_reservations WHERE payment_id = $1", pid) == 0
+    from shared.signing import sign_request
+    body = orjson.dumps({"reservations": [{"payment_id": pid, "payee_key": bob.public_key.hex(), "amount": 1_000}]})
+    headers = sign_request(a.key, f"bank:{a.bank_id}", "POST", "/v1/reservations/batch", body,
+                           now=int(a.cb.clock()), ledger=b.bank_id)
+    status, answer = await b.client(None).raw("POST", "/v1/reservations/batch", body, headers=headers)
+    assert status == 200 and answer["results"][0]["code"] == "payment_credited", answer
+    assert await b.pool.fetchval("SELECT count(*) FROM bank_reservations WHERE payment_id = $1", pid) == 0
+    now = int(a.cb.clock())
+    await b.pool.execute("INSERT INTO bank_reservations (payment_id, payer_bank, payee_key, amount, room, created_at,"
+                         " expires_at) VALUES ($1, $2, $3, 5, 5, $4, $4), ($5, $2, $3, 5, 5, $4, $6)",
+                         f"{a.bank_id}:stale", a.bank_id, bob.public_key, now - 700, f"{a.bank_id}:open", now + 600)
+    left = lambda: b.pool.fetchval("SELECT array_agg(payment_id) FROM bank_reservations WHERE payee_key = $1",
+                                   bob.public_key)
+    await wait_until(lambda: _only(left, [f"{a.bank_id}:open"]), "the expired reservation swept")
+    await b.pool.execute("DELETE FROM bank_reservations WHERE payment_id = $1", f"{a.bank_id}:open")
+    await assert_system_consistent(a.cb, [a, b])
+
+
+async def _only(query, expected):
+    return await query() == expected

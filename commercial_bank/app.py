@@ -96,6 +96,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time,
             await _stop(task)
         await bank.batcher.stop()
         await payments.stop()
+        await flows.stop()
         verifier.close()
         await session.close()
         await pool.close()

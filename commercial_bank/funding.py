@@ -16,6 +16,11 @@ Defunding, keyed by the burn's reference (the wallet's defund id):
   2. build and store the tier-1 ``defund`` tx (escrow -> holdings); 3. submit it -> ``defunded``;
   4. one DB transaction: credit the deposit account (entry ``defund:<id>``) and mark ``credited``.
 
+Every step is batched: concurrent fundings are recorded and debited through a micro-batcher (one
+DB transaction for many, each checked alone), one tier-1 fund tx pays the escrow for a group of
+debited fundings (stored in all of their rows before it is sent; they move on together), and a
+group's mints are applied in one DB transaction.
+
 Every step is idempotent, so the recovery loop (commercial_bank/recovery.py) simply drives every
 open row again after a crash. Fail points (shared/failpoints.py) sit after each durable step.
 """
@@ -34,6 +39,7 @@ from commercial_bank import store
 from commercial_bank.ledger import CommercialBank, apply_error
 from shared.accounts import escrow_owner
 from shared.amounts import is_amount
+from shared.batcher import MicroBatcher
 from shared.engine import EXISTS
 from shared.errors import Conflict, NotFound, Unavailable, Unprocessable
 from shared.failpoints import failpoint
@@ -45,6 +51,7 @@ from shared.validation import sign
 log = logging.getLogger(__name__)
 INPUTS_GONE = frozenset({"input_already_spent", "input_not_found", "input_mismatch"})
 TIER1_INPUTS_MAX = 64
+FUNDING_GROUP_MAX = 500   # fundings paid for by one tier-1 fund tx
 
 
 class Flows:
@@ -55,6 +62,13 @@ class Flows:
         self.holdings = bank.key.public_key
         self.escrow = escrow_owner(bank.bank_id)
         self.tier1_lock = asyncio.Lock()   # one tier-1 tx built and sent at a time in this process
+        s = bank.settings
+        self._recorder: MicroBatcher[tuple, tuple | Exception] = MicroBatcher(
+            self._record_fundings, batch_max=s.batch_max, wait_ms=s.batch_wait_ms, queue_max=s.batch_queue_max,
+            flushers=s.flushers)
+
+    async def stop(self) -> None:
+        await self._recorder.stop()
 
     # -- funding ------------------------------------------------------------------------------
 
@@ -73,26 +87,70 @@ class Flows:
             row = await store.get_funding(self.pool, funding_id)
         return funding_json(row), fresh
 
-    async def _record_funding(self, wallet: asyncpg.Record, funding_id: str, amount: int) -> tuple[asyncpg.Record, bool]:
-        key, account, now = wallet["public_key"], self.bank.account_of(wallet), self.bank.now()
+    async def _record_funding(self, wallet: asyncpg.Record, funding_id: str, amount: int
+                              ) -> tuple[asyncpg.Record, bool]:
+        outcome = await self._recorder.submit((wallet, funding_id, amount))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _record_fundings(self, items: list[tuple]) -> list[tuple | Exception]:
+        """Record and debit many fundings in one DB transaction, each checked alone with its wallet
+        and deposit account locked: (row, fresh) each, or its refusal (nothing of it written)."""
+        now = self.bank.now()
+        keys = sorted({w["public_key"] for w, _, _ in items})
+        accounts = sorted({w["deposit_account"] for w, _, _ in items if w["deposit_account"] is not None})
+        out: list[tuple | Exception | None] = [None] * len(items)
         async with self.pool.acquire() as conn, conn.transaction():
-            await store.lock_wallets(conn, [key])
-            row = await store.get_funding(conn, funding_id)
-            if row is None:
-                held = (await store.balances(conn, [key])).get(key, 0) + await store.open_funding_total(conn, key)
-                held += (await store.reserved(conn, [key], now)).get(key, 0)   # promised to inbound payments
-                tier = self.bank.tier(wallet)
-                if held + amount > tier.holding:
+            wallets = await store.lock_wallets(conn, keys)
+            balances = await store.lock_accounts(conn, accounts)
+            known = await store.get_fundings(conn, [f for _, f, _ in items])
+            held = {k: w["held"] for k, w in wallets.items()}
+            for key, total in (await store.open_funding_totals(conn, keys)).items():
+                held[key] += total
+            for key, total in (await store.reserved(conn, keys, now)).items():   # promised to inbound payments
+                held[key] += total
+            new: dict[str, tuple] = {}
+            for n, (wallet, funding_id, amount) in enumerate(items):
+                key = wallet["public_key"]
+                if funding_id in known or funding_id in new:
+                    continue
+                if key not in wallets:
+                    out[n] = NotFound("no wallet with this key is registered here", code="wallet_not_found")
+                    continue
+                try:
+                    account = self.bank.account_of(wallets[key])
+                except Conflict as exc:
+                    out[n] = exc
+                    continue
+                tier = self.bank.tier(wallets[key])
+                if held[key] + amount > tier.holding:
                     self.bank.metrics.limit_refusals.labels("limit_holding").inc()
-                    raise Conflict(f"a {tier.name} wallet holds at most {tier.holding}", code="limit_holding")
-                row = await store.insert_funding(conn, funding_id, key, account, amount, now)
-                if row is not None:
-                    await store.deposit_entry(conn, f"fund:{funding_id}", account, -amount, now)
-                    return row, True
-                row = await store.get_funding(conn, funding_id)
-        if (row["wallet"], row["amount"]) != (key, amount):
-            raise Conflict("this funding id was used for another funding", code="funding_conflict")
-        return row, False
+                    out[n] = Conflict(f"a {tier.name} wallet holds at most {tier.holding}", code="limit_holding")
+                elif balances.get(account, 0) < amount:
+                    out[n] = Conflict("the deposit account's balance is too low", code="deposit_insufficient")
+                else:
+                    new[funding_id] = (funding_id, key, account, amount)
+                    held[key] += amount
+                    balances[account] -= amount
+            inserted = await store.insert_fundings(conn, list(new.values()), now)
+            await store.deposit_entries(conn, [(f"fund:{f}", a, -x) for f, _, a, x in new.values()
+                                               if f in inserted], now)
+            missing = [f for f in new if f not in inserted]   # recorded meanwhile by another process
+            if missing:
+                known.update(await store.get_fundings(conn, missing))
+        recorded = {**known, **inserted}
+        answered: set[str] = set()
+        for n, (wallet, funding_id, amount) in enumerate(items):
+            if out[n] is not None:
+                continue
+            row = recorded[funding_id]
+            if (row["wallet"], row["amount"]) != (wallet["public_key"], amount):
+                out[n] = Conflict("this funding id was used for another funding", code="funding_conflict")
+            else:
+                out[n] = (row, funding_id in inserted and funding_id not in answered)
+                answered.add(funding_id)
+        return out  # type: ignore[return-value]
 
     async def drive_funding(self, row: asyncpg.Record) -> asyncpg.Record:
         """Take a funding as far as it can go now (every step idempotent)."""
@@ -103,32 +161,53 @@ class Flows:
         return row
 
     async def _fund_at_tier1(self, row: asyncpg.Record) -> asyncpg.Record:
+        """Get the funding's fund tx accepted at tier 1: its stored one, or a new one built for the group
+        of debited fundings that have none (this one among them); the group moves to funded together."""
         funding_id = row["funding_id"]
         async with self.tier1_lock:
-            row = await store.get_funding(self.pool, funding_id)
-            replaces, tx_json = row["fund_tx_id"], row["fund_tx"]
             for _ in range(self.bank.settings.tier1_rebuilds_max + 1):
+                row = await store.get_funding(self.pool, funding_id)
                 if row["state"] != "debited":
                     return row
-                if tx_json is None:
-                    built = await self._build("fund", "holdings", row["amount"], self.escrow, self.holdings,
-                                              f"fund:{self.bank.bank_id}:{funding_id}")
-                    if built is None:
-                        return await self._fail_funding(row, "bank_holdings_insufficient", replaces)
-                    tx_json, tx_id = built
-                    stored = await store.store_fund_tx(self.pool, funding_id, tx_json, tx_id, self.bank.now(), replaces)
-                    if stored is None:  # another process moved this funding on
-                        return await store.get_funding(self.pool, funding_id)
-                    row = stored
+                if row["fund_tx"] is None:
+                    failed = await self._build_group(funding_id)
+                    if failed is not None:
+                        return failed
+                    row = await store.get_funding(self.pool, funding_id)
+                    if row["state"] != "debited" or row["fund_tx"] is None:
+                        continue   # another process took it into its group
                     failpoint("funding.after_store_fund")
-                if await self._submit(tx_json):
+                tx_id = row["fund_tx_id"]
+                if await self._submit(row["fund_tx"]):
                     failpoint("funding.after_fund")
                     self.bank.metrics.flows.labels("funding", "funded").inc()
-                    moved = await store.set_funding_state(self.pool, funding_id, "debited", "funded", self.bank.now())
-                    return moved or await store.get_funding(self.pool, funding_id)
-                replaces, tx_json = row["fund_tx_id"], None   # its inputs were taken: it can never apply
+                    await store.group_funded(self.pool, tx_id, self.bank.now())
+                    return await store.get_funding(self.pool, funding_id)
+                await store.group_fund_tx_dead(self.pool, tx_id, self.bank.now())   # its inputs were taken
         raise Unavailable("the bank's tier-1 holdings are contended; the funding will be retried",
                           code="tier1_contended")
+
+    async def _build_group(self, funding_id: str) -> asyncpg.Record | None:
+        """Build one fund tx for the oldest debited fundings without one (as many as the holdings
+        cover) and store it in all of their rows, in one DB transaction with the rows locked. If the
+        holdings cannot cover even this funding alone, it fails (the failed row is returned)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            group = await store.lock_unbuilt_fundings(conn, funding_id, FUNDING_GROUP_MAX)
+            mine = group[:1]
+            if not mine or mine[0]["funding_id"] != funding_id:
+                return None   # in another group already (or not debited any more): the caller re-reads
+            outputs = await self._holdings()
+            while group:
+                built = self._build_tx("fund", outputs, sum(r["amount"] for r in group), self.escrow,
+                                       self.holdings, f"fund:{self.bank.bank_id}:{funding_id}"
+                                       + (f"+{len(group) - 1}" if len(group) > 1 else ""))
+                if built is not None:
+                    tx_json, tx_id = built
+                    await store.store_group_fund_tx(conn, [r["funding_id"] for r in group], tx_json, tx_id,
+                                                    self.bank.now())
+                    return None
+                group = group[:len(group) // 2]   # the holdings cover fewer: halve the group
+        return await self._fail_funding(mine[0], "bank_holdings_insufficient", None)
 
     async def _fail_funding(self, row: asyncpg.Record, failure: str, dead_tx_id: bytes | None) -> asyncpg.Record:
         now = self.bank.now()
@@ -142,14 +221,18 @@ class Flows:
         return failed or await store.get_funding(self.pool, row["funding_id"])
 
     async def _mint(self, row: asyncpg.Record) -> asyncpg.Record:
+        """Mint the coins of every funded funding of this one's fund tx, in one DB transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
-            vtx = await self.bank.create_value(conn, "mint", row["wallet"], row["amount"], f"fund:{row['funding_id']}",
-                                               activity_kind="mint", counterparty=row["account_id"])
-            moved = await store.set_funding_state(conn, row["funding_id"], "funded", "minted", self.bank.now(),
-                                                  mint_tx_id=vtx.tx_id)
-        failpoint("funding.after_mint")
-        self.bank.metrics.flows.labels("funding", "minted").inc()
-        return moved or await store.get_funding(self.pool, row["funding_id"])
+            group = await store.lock_funded_group(conn, row["fund_tx_id"])
+            mints = [(r["funding_id"], self.bank.own_tx("mint", r["wallet"], r["amount"], f"fund:{r['funding_id']}"))
+                     for r in group]
+            await self.bank.apply_many_own(conn, mints, activity_kind="mint",
+                                           counterparty={r["funding_id"]: r["account_id"] for r in group})
+            await store.group_minted(conn, [(f, vtx.tx_id) for f, vtx in mints], self.bank.now())
+        if group:
+            failpoint("funding.after_mint")
+            self.bank.metrics.flows.labels("funding", "minted").inc(len(group))
+        return await store.get_funding(self.pool, row["funding_id"])
 
     async def funding(self, wallet: asyncpg.Record, funding_id: str) -> dict[str, Any]:
         row = await store.get_funding(self.pool, funding_id)
@@ -246,14 +329,23 @@ class Flows:
 
     # -- tier-1 transactions ------------------------------------------------------------------
 
-    async def _build(self, kind: str, account: str, amount: int, to: bytes, change_to: bytes,
-                     reference: str) -> tuple[bytes, bytes] | None:
-        """A signed tier-1 tx paying ``amount`` from the bank's ``account`` (JSON bytes, tx id); None if short."""
+    async def _outputs(self, account: str) -> list[dict]:
         try:
-            outputs = await self.cb.outputs(self.bank.bank_id, account, limit=500)
+            return await self.cb.outputs(self.bank.bank_id, account, limit=500)
         except (APIError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise Unavailable("the central bank is not answering; this will be retried",
                               code="upstream_unavailable") from exc
+
+    async def _holdings(self) -> list[dict]:
+        return await self._outputs("holdings")
+
+    async def _build(self, kind: str, account: str, amount: int, to: bytes, change_to: bytes,
+                     reference: str) -> tuple[bytes, bytes] | None:
+        """A signed tier-1 tx paying ``amount`` from the bank's ``account`` (JSON bytes, tx id); None if short."""
+        return self._build_tx(kind, await self._outputs(account), amount, to, change_to, reference)
+
+    def _build_tx(self, kind: str, outputs: list[dict], amount: int, to: bytes, change_to: bytes,
+                  reference: str) -> tuple[bytes, bytes] | None:
         chosen, total = [], 0
         for o in sorted(outputs, key=lambda o: (-o["amount"], o["tx_id"], o["index"]))[:TIER1_INPUTS_MAX]:
             if total >= amount:

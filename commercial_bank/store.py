@@ -212,6 +212,42 @@ FUNDING_STATE_SQL = f"""UPDATE bank_fundings SET state = $3, mint_tx_id = coales
 FUNDING_FAILED_SQL = f"""UPDATE bank_fundings SET state = 'failed', failure = $2, updated_at = $3
                           WHERE funding_id = $1 AND state = 'debited' AND fund_tx_id IS NOT DISTINCT FROM $4
                           RETURNING {FUNDING_COLUMNS}"""
+# batched funding (commercial_bank/funding.py): the records and debits of many fundings in one DB
+# transaction, one tier-1 fund tx for a group of them, their mints in one DB transaction
+GET_FUNDINGS_SQL = f"SELECT {FUNDING_COLUMNS} FROM bank_fundings WHERE funding_id = ANY($1::text[])"
+OPEN_FUNDING_TOTALS_SQL = """SELECT wallet, sum(amount)::bigint AS total FROM bank_fundings
+                              WHERE wallet = ANY($1::bytea[]) AND state IN ('debited', 'funded') GROUP BY wallet"""
+LOCK_ACCOUNTS_SQL = """SELECT account_id, balance FROM bank_deposit_accounts WHERE account_id = ANY($1::text[])
+                        ORDER BY account_id FOR UPDATE"""
+INSERT_FUNDINGS_SQL = f"""INSERT INTO bank_fundings (funding_id, wallet, account_id, amount, state, created_at,
+                                                     updated_at)
+                          SELECT f, w, a, x, 'debited', $5, $5
+                            FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[]) AS u(f, w, a, x)
+                          ON CONFLICT (funding_id) DO NOTHING RETURNING {FUNDING_COLUMNS}"""
+DEPOSIT_ENTRIES_SQL = """WITH e AS (
+                             INSERT INTO bank_deposit_entries (entry_key, account_id, amount, created_at)
+                             SELECT k, a, x, $4 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(k, a, x)
+                             ON CONFLICT (entry_key) DO NOTHING RETURNING account_id, amount)
+                         UPDATE bank_deposit_accounts d SET balance = d.balance + s.total
+                           FROM (SELECT account_id, sum(amount) AS total FROM e GROUP BY account_id) s
+                          WHERE d.account_id = s.account_id"""
+# the debited fundings a new fund tx may cover: funding $2 first, then the oldest; one builder at a
+# time per bank (a transaction-level advisory lock: the workers' groups never overlap)
+BUILD_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
+LOCK_UNBUILT_FUNDINGS_SQL = f"""SELECT {FUNDING_COLUMNS} FROM bank_fundings WHERE state = 'debited' AND fund_tx IS NULL
+                                 ORDER BY funding_id = $2 DESC, created_at, funding_id LIMIT $1 FOR UPDATE"""
+STORE_GROUP_FUND_TX_SQL = """UPDATE bank_fundings SET fund_tx = $2, fund_tx_id = $3, updated_at = $4
+                              WHERE funding_id = ANY($1::text[]) AND state = 'debited' AND fund_tx IS NULL"""
+GROUP_FUNDED_SQL = """UPDATE bank_fundings SET state = 'funded', updated_at = $2
+                       WHERE fund_tx_id = $1 AND state = 'debited'"""
+# a fund tx known never to apply (its inputs were taken): its fundings wait for a new one
+GROUP_FUND_TX_DEAD_SQL = """UPDATE bank_fundings SET fund_tx = NULL, fund_tx_id = NULL, updated_at = $2
+                             WHERE fund_tx_id = $1 AND state = 'debited'"""
+LOCK_FUNDED_GROUP_SQL = f"""SELECT {FUNDING_COLUMNS} FROM bank_fundings WHERE fund_tx_id = $1 AND state = 'funded'
+                             ORDER BY funding_id FOR UPDATE"""
+GROUP_MINTED_SQL = """UPDATE bank_fundings f SET state = 'minted', mint_tx_id = u.m, updated_at = $3
+                        FROM unnest($1::text[], $2::bytea[]) AS u(f, m)
+                       WHERE f.funding_id = u.f AND f.state = 'funded'"""
 OPEN_FUNDINGS_SQL = f"""SELECT {FUNDING_COLUMNS} FROM bank_fundings WHERE state IN ('debited', 'funded')
                         ORDER BY created_at LIMIT $1"""
 
@@ -235,6 +271,67 @@ async def insert_funding(conn: asyncpg.Connection, funding_id: str, wallet: byte
                          now: int) -> asyncpg.Record | None:
     """The new funding row, or None if the id exists (read it with get_funding)."""
     return await conn.fetchrow(INSERT_FUNDING_SQL, funding_id, wallet, account_id, amount, now)
+
+
+async def get_fundings(db: Executor, funding_ids: list[str]) -> dict[str, asyncpg.Record]:
+    return {r["funding_id"]: r for r in await db.fetch(GET_FUNDINGS_SQL, funding_ids)}
+
+
+async def open_funding_totals(db: Executor, wallets: list[bytes]) -> dict[bytes, int]:
+    """What each wallet has coming from fundings not yet minted."""
+    return {r["wallet"]: r["total"] for r in await db.fetch(OPEN_FUNDING_TOTALS_SQL, wallets)}
+
+
+async def lock_accounts(conn: asyncpg.Connection, account_ids: list[str]) -> dict[str, int]:
+    """Lock deposit accounts (id order); their balances."""
+    return {r["account_id"]: r["balance"] for r in await conn.fetch(LOCK_ACCOUNTS_SQL, account_ids)}
+
+
+async def insert_fundings(conn: asyncpg.Connection, rows: list[tuple], now: int) -> dict[str, asyncpg.Record]:
+    """New funding rows (funding id, wallet, account, amount), state debited; the ones inserted now."""
+    if not rows:
+        return {}
+    columns = [list(c) for c in zip(*rows)]
+    return {r["funding_id"]: r for r in await conn.fetch(INSERT_FUNDINGS_SQL, *columns, now)}
+
+
+async def deposit_entries(conn: asyncpg.Connection, entries: list[tuple[str, str, int]], now: int) -> None:
+    """Change deposit balances by (entry key, account, amount), each once per entry key. The caller
+    holds the accounts locked and has checked that no balance goes below zero."""
+    if entries:
+        await conn.execute(DEPOSIT_ENTRIES_SQL, *([e[i] for e in entries] for i in range(3)), now)
+
+
+FUNDING_BUILD_LOCK = 0x43424443_0002   # pg advisory lock key: building a group's fund tx (one per database)
+
+
+async def lock_unbuilt_fundings(conn: asyncpg.Connection, funding_id: str, limit: int) -> list[asyncpg.Record]:
+    """Up to ``limit`` debited fundings without a fund tx (``funding_id`` first, if it is one), locked,
+    with the bank's build lock held until the caller's transaction ends."""
+    await conn.execute(BUILD_LOCK_SQL, FUNDING_BUILD_LOCK)
+    return await conn.fetch(LOCK_UNBUILT_FUNDINGS_SQL, limit, funding_id)
+
+
+async def store_group_fund_tx(conn: asyncpg.Connection, funding_ids: list[str], tx_json: bytes, tx_id: bytes,
+                              now: int) -> int:
+    return int((await conn.execute(STORE_GROUP_FUND_TX_SQL, funding_ids, tx_json, tx_id, now)).split()[-1])
+
+
+async def group_funded(db: Executor, fund_tx_id: bytes, now: int) -> None:
+    await db.execute(GROUP_FUNDED_SQL, fund_tx_id, now)
+
+
+async def group_fund_tx_dead(db: Executor, fund_tx_id: bytes, now: int) -> None:
+    await db.execute(GROUP_FUND_TX_DEAD_SQL, fund_tx_id, now)
+
+
+async def lock_funded_group(conn: asyncpg.Connection, fund_tx_id: bytes) -> list[asyncpg.Record]:
+    return await conn.fetch(LOCK_FUNDED_GROUP_SQL, fund_tx_id)
+
+
+async def group_minted(conn: asyncpg.Connection, minted: list[tuple[str, bytes]], now: int) -> None:
+    if minted:
+        await conn.execute(GROUP_MINTED_SQL, [f for f, _ in minted], [m for _, m in minted], now)
 
 
 async def get_funding(db: Executor, funding_id: str) -> asyncpg.Record | None:

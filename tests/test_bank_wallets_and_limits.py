@@ -89,6 +89,35 @@ async def _coins(w):
     return coins_of(await w.client.unspent())
 
 
+async def test_concurrent_fundings_share_db_transactions_and_tier1_txs_each_checked_alone(bank):
+    """Fundings sent together are recorded in shared DB transactions and paid for at tier 1 by shared
+    fund txs (fewer txs than fundings), while each is still refused on its own: a short deposit, a
+    holding limit, a reused id with another amount -- and the others all mint, once."""
+    cb_client = bank.cb.operator()
+    escrow_before = (await cb_client.balances(bank.bank_id))["escrow"]
+    wallets = [await bank.wallet("full", deposit=5_000) for _ in range(24)]
+    short = await bank.wallet("full", deposit=100)
+    small = await bank.wallet("anonymous", deposit=20_000 * MAJOR)
+    calls = [w.client.fund(f"group-{n}", 1_000 + n) for n, w in enumerate(wallets)]
+    calls += [short.client.fund("group-short", 101), small.client.fund("group-small", 10_001 * MAJOR),
+              wallets[0].client.fund("group-0", 7)]
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    assert [a["state"] for a in answers[:24]] == ["minted"] * 24, answers[:24]
+    assert [(a.status, a.code) for a in answers[24:]] == [
+        (409, "deposit_insufficient"), (409, "limit_holding"), (409, "funding_conflict")]
+    assert [await w.client.balance() for w in wallets] == [1_000 + n for n in range(24)]
+    assert (await cb_client.balances(bank.bank_id))["escrow"] == escrow_before + sum(1_000 + n for n in range(24))
+    ids = [f"group-{n}" for n in range(24)]
+    txs = await bank.pool.fetchval("SELECT count(DISTINCT fund_tx_id) FROM bank_fundings WHERE funding_id = ANY($1)",
+                                   ids)
+    assert 1 <= txs < 24
+    assert [await w.client.balance() for w in (short, small)] == [0, 0]
+    assert (await short.client.credit_deposit(1, "probe"))["balance"] == 101   # nothing debited
+    assert [a["state"] for a in await asyncio.gather(*(w.client.fund(f"group-{n}", 1_000 + n)
+                                                      for n, w in enumerate(wallets)))] == ["minted"] * 24
+    await assert_system_consistent(bank.cb, [bank])
+
+
 async def test_holding_limit_refuses_funding(bank):
     w = await bank.wallet("anonymous", deposit=20_000 * MAJOR)
     assert (await w.client.fund("a-1", 9_000 * MAJOR))["state"] == "minted"

@@ -69,6 +69,26 @@ async def test_funding_converges_after_a_crash(system, point):
     await system.wait_converged()
 
 
+@pytest.mark.parametrize("point", ["funding.after_store_fund", "funding.after_fund", "funding.after_mint"])
+async def test_a_group_of_fundings_converges_after_a_crash(system, point):
+    """Fundings sent together share one fund tx: a crash in the middle of the group's step leaves
+    every one of them to the recovery loop, which takes them all to minted, each once."""
+    import asyncio
+    wallets = [await system.wallet("bank-a", deposit=2_000) for _ in range(5)]
+    await system.restart("bank-a", (point,))
+    wallets = [_reconnect(system, w) for w in wallets]
+    ids = [f"group-crash-{secrets.token_hex(4)}" for _ in wallets]
+    await asyncio.gather(*(attempt(w.client.fund(i, 1_500)) for w, i in zip(wallets, ids)))
+    await system.wait_exit("bank-a")
+    await system.restart("bank-a")
+    await system.wait_converged()
+    wallets = [_reconnect(system, w) for w in wallets]
+    assert [(await w.client.fund(i, 1_500))["state"] for w, i in zip(wallets, ids)] == ["minted"] * 5
+    assert [await w.client.balance() for w in wallets] == [1_500] * 5
+    assert [(await w.client.credit_deposit(1, "probe"))["balance"] for w in wallets] == [501] * 5
+    await system.wait_converged()
+
+
 @pytest.mark.parametrize("point", _cases("defund."))
 async def test_defund_converges_after_a_crash(system, point):
     w = await _funded(system, "bank-a", 4_000)

@@ -102,13 +102,11 @@ class Flows:
         accounts = sorted({w["deposit_account"] for w, _, _ in items if w["deposit_account"] is not None})
         out: list[tuple | Exception | None] = [None] * len(items)
         async with self.pool.acquire() as conn, conn.transaction():
-            wallets = await store.lock_wallets(conn, keys)
+            wallets = await store.lock_wallets(conn, keys, now)
             balances = await store.lock_accounts(conn, accounts)
             known = await store.get_fundings(conn, [f for _, f, _ in items])
-            held = {k: w["held"] for k, w in wallets.items()}
+            held = {k: w["held"] + w["reserved"] for k, w in wallets.items()}   # and what is promised to payments
             for key, total in (await store.open_funding_totals(conn, keys)).items():
-                held[key] += total
-            for key, total in (await store.reserved(conn, keys, now)).items():   # promised to inbound payments
                 held[key] += total
             new: dict[str, tuple] = {}
             for n, (wallet, funding_id, amount) in enumerate(items):

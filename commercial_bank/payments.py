@@ -349,11 +349,9 @@ class Payments:
         now = self.bank.now()
         keys = sorted({key for _, key, _ in asked.values()})
         async with self.pool.acquire() as conn, conn.transaction():
-            wallets = await store.lock_wallets(conn, keys)
+            wallets = await store.lock_wallets(conn, keys, now)
             known, credited = await store.known_reservations(conn, [pid for pid, _, _ in asked.values()])
-            room = {k: self.bank.tier(w).holding - w["held"] for k, w in wallets.items()}
-            for key, amount in (await store.reserved(conn, keys, now)).items():
-                room[key] -= amount
+            room = {k: self.bank.tier(w).holding - w["held"] - w["reserved"] for k, w in wallets.items()}
             rows = {}
             for n, (pid, key, amount) in asked.items():
                 wallet = wallets.get(key)
@@ -369,8 +367,12 @@ class Payments:
                 else:
                     rows[pid] = (pid, payer_bank, key, amount, min(amount, max(room[key], 0)))
                     room[key] -= rows[pid][4]
-            fresh = await store.insert_reservations(conn, list(rows.values()), now, now + RESERVATION_TTL_SECONDS)
-            known = await store.get_reservations(conn, [pid for pid, _, _ in asked.values()])
+            inserted = await store.insert_reservations(conn, list(rows.values()), now, now + RESERVATION_TTL_SECONDS)
+            known.update(inserted)
+            raced = [pid for pid in rows if pid not in inserted]   # reserved meanwhile by another process
+            if raced:
+                known.update(await store.get_reservations(conn, raced))
+        fresh = set(inserted)
         for n, (pid, key, amount) in asked.items():
             if out[n] is not None:
                 continue
@@ -464,11 +466,9 @@ class Payments:
         now = self.bank.now()
         async with self.pool.acquire() as conn, conn.transaction():
             payees = sorted({vtx.body.payee.owner for _, vtx in todo})
-            wallets = await store.lock_wallets(conn, payees)
             ids = [n.payment_id for n, _ in todo]
-            room = {key: self.bank.tier(w).holding - w["held"] for key, w in wallets.items()}
-            for key, amount in (await store.reserved(conn, payees, now, excluding=ids)).items():
-                room[key] -= amount
+            wallets = await store.lock_wallets(conn, payees, now, excluding=ids)
+            room = {key: self.bank.tier(w).holding - w["held"] - w["reserved"] for key, w in wallets.items()}
             rows, inbound = [], {}
             for notice, vtx in todo:
                 payee = vtx.body.payee.owner

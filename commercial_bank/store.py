@@ -38,7 +38,7 @@ PAYERS_AND_PAYMENTS_SQL = f"""SELECT {', '.join('w.' + c for c in WALLET_COLUMNS
                                 LEFT JOIN bank_payments p ON p.payment_id = x.payment_id
                                ORDER BY x.n"""
 # locks first, then reads the totals with a fresh snapshot (schema/007_locked_reads.sql)
-LOCK_WALLETS_SQL = "SELECT * FROM bank_lock_wallets($1::bytea[])"
+LOCK_WALLETS_SQL = "SELECT * FROM bank_lock_wallets($1::bytea[], $2::bigint, $3::text[])"
 ACCOUNT_BALANCE_SQL = "SELECT balance FROM bank_deposit_accounts WHERE account_id = $1"
 DEPOSIT_ENTRY_SQL = """WITH e AS (
                            INSERT INTO bank_deposit_entries (entry_key, account_id, amount, created_at)
@@ -101,9 +101,12 @@ async def flush_state(conn: asyncpg.Connection, wallets: list[bytes], tx_ids: li
     return state
 
 
-async def lock_wallets(conn: asyncpg.Connection, keys: list[bytes]) -> dict[bytes, asyncpg.Record]:
-    """Lock the registered wallets among ``keys`` (in key order: no deadlock between batches)."""
-    return {r["public_key"]: r for r in await conn.fetch(LOCK_WALLETS_SQL, keys)}
+async def lock_wallets(conn: asyncpg.Connection, keys: list[bytes], now: int = 0,
+                       excluding: list[str] = ()) -> dict[bytes, asyncpg.Record]:
+    """Lock the registered wallets among ``keys`` (in key order: no deadlock between batches); their
+    records with the running totals and, as ``reserved``, the room open reservations hold at ``now``
+    (not counting the payment ids ``excluding``), all read after the locks are granted."""
+    return {r["public_key"]: r for r in await conn.fetch(LOCK_WALLETS_SQL, keys, now, list(excluding))}
 
 
 async def account_balance(db: Executor, account_id: str) -> int:
@@ -518,10 +521,7 @@ KNOWN_RESERVATIONS_SQL = f"""SELECT {RESERVATION_COLUMNS}, false AS credited FRO
 INSERT_RESERVATIONS_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMNS})
                               SELECT *, $6::bigint, $7::bigint FROM unnest($1::text[], $2::text[], $3::bytea[],
                                                                            $4::bigint[], $5::bigint[])
-                              ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"""
-RESERVED_SQL = """SELECT r.payee_key, coalesce(sum(r.room), 0)::bigint AS total FROM bank_reservations r
-                   WHERE r.payee_key = ANY($1::bytea[]) AND r.expires_at >= $2 AND r.payment_id <> ALL($3::text[])
-                   GROUP BY r.payee_key"""
+                              ON CONFLICT (payment_id) DO NOTHING RETURNING {RESERVATION_COLUMNS}"""
 # expired reservations, a bounded chunk at a time (a credited payment's is released as it is credited)
 SWEEP_RESERVATIONS_SQL = """DELETE FROM bank_reservations WHERE payment_id IN (
                                 SELECT payment_id FROM bank_reservations WHERE expires_at < $1 LIMIT $2)"""
@@ -543,12 +543,13 @@ async def known_reservations(db: Executor, payment_ids: list[str]) -> tuple[dict
     return {r["payment_id"]: r for r in rows if not r["credited"]}, {r["payment_id"] for r in rows if r["credited"]}
 
 
-async def insert_reservations(conn: asyncpg.Connection, rows: list[tuple], now: int, expires_at: int) -> set[str]:
-    """Reservations (payment id, payer bank, payee key, amount, room); the payment ids inserted now."""
+async def insert_reservations(conn: asyncpg.Connection, rows: list[tuple], now: int, expires_at: int
+                              ) -> dict[str, asyncpg.Record]:
+    """Reservations (payment id, payer bank, payee key, amount, room); the rows inserted now."""
     if not rows:
-        return set()
+        return {}
     columns = [list(c) for c in zip(*rows)]
-    return {r["payment_id"] for r in await conn.fetch(INSERT_RESERVATIONS_SQL, *columns, now, expires_at)}
+    return {r["payment_id"]: r for r in await conn.fetch(INSERT_RESERVATIONS_SQL, *columns, now, expires_at)}
 
 
 async def sweep_reservations(db: Executor, now: int, limit: int) -> int:
@@ -558,10 +559,3 @@ async def sweep_reservations(db: Executor, now: int, limit: int) -> int:
 
 async def get_reservation(db: Executor, payment_id: str) -> asyncpg.Record | None:
     return await db.fetchrow(GET_RESERVATION_SQL, payment_id)
-
-
-async def reserved(db: Executor, keys: list[bytes], now: int, *, excluding: str | list[str] = ()) -> dict[bytes, int]:
-    """Room held by open reservations per payee key (not expired; not those of the payment ids
-    ``excluding``). A credited payment's reservation is gone: released as it was credited."""
-    ids = [excluding] if isinstance(excluding, str) else list(excluding)
-    return {r["payee_key"]: r["total"] for r in await db.fetch(RESERVED_SQL, keys, now, ids)}

@@ -72,9 +72,14 @@ async def test_a_batch_that_waited_for_the_lock_sees_the_reservations_made_meanw
         await store.insert_reservations(conn, [("elsewhere:r1", "elsewhere", key, 900, 800)], 0, 10**9)
 
     async def flush(conn):
-        return (await store.flush_state(conn, [key], [], [key], [], 0)).reserved
+        return (await store.flush_state(conn, [key], [], [key], [], 0)).reserved[key]
+
+    async def locked(conn):
+        return (await store.lock_wallets(conn, [key], 0))[key]["reserved"]
 
     try:
-        assert await _second_reader_after_first_commits(bank, key, reserve, flush) == {key: 800}
+        assert await _second_reader_after_first_commits(bank, key, reserve, flush) == 800
+        await bank.pool.execute("DELETE FROM bank_reservations WHERE payee_key = $1", key)
+        assert await _second_reader_after_first_commits(bank, key, reserve, locked) == 800
     finally:
         await bank.pool.execute("DELETE FROM bank_reservations WHERE payee_key = $1", key)

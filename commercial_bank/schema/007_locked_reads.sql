@@ -4,16 +4,18 @@
 -- running totals, the reservations) as they were before the wait -- so two batches could both
 -- pass a holding or daily limit that only one of them fits. These functions lock first and read
 -- after, in a second statement with a fresh snapshot, still in one round trip.
-CREATE FUNCTION bank_lock_wallets(keys bytea[])
+CREATE FUNCTION bank_lock_wallets(keys bytea[], now bigint, excluding text[])
 RETURNS TABLE (public_key bytea, customer_name text, kyc_tier text, deposit_account text,
-               registered_at bigint, held bigint, out_day bigint, out_today bigint)
+               registered_at bigint, held bigint, out_day bigint, out_today bigint, reserved bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM 1 FROM bank_wallets w WHERE w.public_key = ANY(keys) ORDER BY w.public_key FOR UPDATE;
-    RETURN QUERY
+    RETURN QUERY   -- with the room promised to payments by open reservations (not those excluded)
         SELECT w.public_key, w.customer_name, w.kyc_tier, w.deposit_account, w.registered_at,
-               t.held, t.out_day, t.out_today
+               t.held, t.out_day, t.out_today,
+               (SELECT coalesce(sum(r.room), 0)::bigint FROM bank_reservations r
+                 WHERE r.payee_key = w.public_key AND r.expires_at >= now AND r.payment_id <> ALL(excluding))
           FROM bank_wallets w JOIN bank_wallet_totals t ON t.wallet = w.public_key
          WHERE w.public_key = ANY(keys) ORDER BY w.public_key;
 END $$;

@@ -274,6 +274,22 @@ async def _admin(args: argparse.Namespace) -> int:
     return await getattr(admin, args.command)(args)
 
 
+async def _stopped_by_sigterm(work) -> int:
+    """Run a command that starts its own system so that SIGTERM stops it like Ctrl-C: the command's
+    task is cancelled and its cleanup (stopping the services and PostgreSQL it started) runs."""
+    import signal
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        print("cbdc: terminated; what it started is stopped", file=sys.stderr)
+        return 143
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench" and (conflict := _bench_conflict(args)):
@@ -283,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
         if args.command == "bench":
-            return uvloop.run(_bench(args))
+            return uvloop.run(_stopped_by_sigterm(_bench(args)))
         if args.command == "up":
             return uvloop.run(_up(args))
         if args.command == "down":
@@ -293,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             return uvloop.run(_admin(args))
         if args.command == "demo":
             from cbdc import demo
-            return uvloop.run(demo.main(args))
+            return uvloop.run(_stopped_by_sigterm(demo.main(args)))
         if args.command == "audit":
             from cbdc import audit
             return uvloop.run(audit.main(args))

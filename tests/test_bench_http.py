@@ -36,3 +36,42 @@ def test_bench_scenario_smoke(pg_server, tmp_path, scenario, extra):
     assert report["transfers"] > 0 and report["transfers_per_second"] > 0
     assert report["ceiling_per_second"] > 0 and report["ratio_to_ceiling"] > 0
     assert {"bench (load generator)", "bank-a", "bank-b", "central-bank"} <= set(report["cpu_seconds"])
+
+
+def test_a_terminated_bench_stops_the_system_it_started(pg_server, tmp_path):
+    """SIGTERM (a CI timeout, `kill`) stops a bench like Ctrl-C does: its services are stopped, none
+    is left running."""
+    import signal
+    import time
+    state_dir = tmp_path / "state"
+    env = {**os.environ, "CBDC_DATABASE_URL": pg_server}
+    bench = subprocess.Popen([sys.executable, "-m", "cbdc.cli", "bench", "onus", "--duration", "60", "--workers", "1",
+                              "--wallets", "4", "--transactions", "400", "--rate", "20", "--seed-outputs", "500", "--no-ceilings",
+                              "--state-dir", str(state_dir)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        pids, deadline = [], time.monotonic() + RUN_TIMEOUT_SECONDS
+        while not pids and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.2)
+            try:
+                system = orjson.loads((state_dir / "system.json").read_bytes())
+                pids = [s["pid"] for s in system["services"]]
+            except (OSError, ValueError, KeyError):
+                pass
+        assert pids and bench.poll() is None, "the bench's system did not come up"
+        time.sleep(1)
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=RUN_TIMEOUT_SECONDS) == 143, bench.stderr.read().decode()[-2000:]
+        alive = [pid for pid in pids if _alive(pid)]
+        assert alive == [], f"still running after the bench was terminated: {alive}"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -131,7 +131,7 @@ def _paths() -> dict[str, Any]:
             "(signed by the payer bank's registered key, key id bank:<id>, in this bank's domain)",
             {201: {"type": "object"}, 200: {"type": "object"}},
             BODY_ERRORS + ["payment_id_invalid", "reservation_invalid", "payee_unknown", "payee_holding_limit",
-                           "payment_conflict", "bank_suspended", "signature_missing", "signature_invalid",
+                           "payment_conflict", "payment_credited", "bank_suspended", "signature_missing", "signature_invalid",
                            "unknown_key", "timestamp_stale", "nonce_reused"],
             body=_obj({"payment_id": STR, "payee_key": HEX32, "amount": AMOUNT}), signed=False)},
         "/v1/reservations/batch": {"post": _op(

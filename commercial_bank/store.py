@@ -101,7 +101,7 @@ async def flush_state(conn: asyncpg.Connection, wallets: list[bytes], tx_ids: li
     return state
 
 
-async def lock_wallets(conn: asyncpg.Connection, keys: list[bytes], now: int = 0,
+async def lock_wallets(conn: asyncpg.Connection, keys: list[bytes], now: int,
                        excluding: list[str] = ()) -> dict[bytes, asyncpg.Record]:
     """Lock the registered wallets among ``keys`` (in key order: no deadlock between batches); their
     records with the running totals and, as ``reserved``, the room open reservations hold at ``now``

@@ -25,7 +25,7 @@ async def _second_reader_after_first_commits(bank, key: bytes, change, read):
     first, second = await asyncpg.connect(bank.database_url), await asyncpg.connect(bank.database_url)
     try:
         async with first.transaction():
-            await store.lock_wallets(first, [key])
+            await store.lock_wallets(first, [key], 0)
             await change(first)
             t2 = second.transaction()
             await t2.start()
@@ -49,7 +49,7 @@ async def test_a_reader_that_waited_for_the_lock_sees_the_committed_totals(bank)
                            " WHERE wallet = $1", key)
 
     async def locked(conn):
-        return (await store.lock_wallets(conn, [key]))[key]
+        return (await store.lock_wallets(conn, [key], 0))[key]
 
     async def flush(conn):
         return (await store.flush_state(conn, [key], [], [key], [], 0)).wallets[key]

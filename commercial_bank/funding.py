@@ -194,7 +194,7 @@ class Flows:
             mine = group[:1]
             if not mine or mine[0]["funding_id"] != funding_id:
                 return None   # in another group already (or not debited any more): the caller re-reads
-            outputs = await self._holdings()
+            outputs = await self._outputs("holdings")
             while group:
                 built = self._build_tx("fund", outputs, sum(r["amount"] for r in group), self.escrow,
                                        self.holdings, f"fund:{self.bank.bank_id}:{funding_id}"
@@ -333,9 +333,6 @@ class Flows:
         except (APIError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise Unavailable("the central bank is not answering; this will be retried",
                               code="upstream_unavailable") from exc
-
-    async def _holdings(self) -> list[dict]:
-        return await self._outputs("holdings")
 
     async def _build(self, kind: str, account: str, amount: int, to: bytes, change_to: bytes,
                      reference: str) -> tuple[bytes, bytes] | None:

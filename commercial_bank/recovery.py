@@ -6,7 +6,8 @@ One task per process, started in the app's cleanup_ctx. Each pass (bounded: at m
   fundings  debited -> funded -> minted (or failed, deposit returned)
   defunds   burned -> defunded -> credited
   payments  pending -> settled | refunded;  settled -> completed (re-push the notice)
-  reservations (payee side) expired ones deleted; a credited payment's went with its credit
+  reservations (payee side) expired ones deleted, once per interval; a credited payment's went with
+               its credit
 
 Every step is idempotent (stored tier-1 bytes re-sent, deterministic tier-2 transactions, unique
 payment ids at the central bank and at the payee bank), so a pass may safely repeat work another
@@ -40,6 +41,7 @@ class Recovery:
         self.bank = flows.bank
         self.interval_seconds = self.bank.settings.recovery_interval_seconds
         self.rows_max = self.bank.settings.recovery_rows_max
+        self._swept_at = float("-inf")
 
     async def run(self) -> None:
         """Until cancelled: a pass, then wait for new work or the interval."""
@@ -68,7 +70,7 @@ class Recovery:
             await self._step("funding", row["funding_id"], self.flows.drive_funding(row))
         for row in await store.open_defunds(self.bank.pool, self.rows_max):
             await self._step("defund", row["defund_id"], self.flows.drive_defund(row))
-        await store.sweep_reservations(self.bank.pool, self.bank.now(), self.rows_max)   # expired: room freed
+        await self._sweep_reservations()
         async with self.bank.pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SETTLEMENT_LOCK):
                 return False    # another worker process is settling: it will see these payments too
@@ -78,6 +80,13 @@ class Recovery:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", SETTLEMENT_LOCK)
         return settled + pushed > 0
+
+    async def _sweep_reservations(self) -> None:
+        """Delete expired reservations, once per interval (passes follow each other under load)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._swept_at >= self.interval_seconds:
+            self._swept_at = now
+            await store.sweep_reservations(self.bank.pool, self.bank.now(), self.rows_max)
 
     @staticmethod
     async def _step(flow: str, ident: str, step) -> None:

@@ -145,11 +145,7 @@ def nonce_store(pool: asyncpg.Pool) -> SQLNonceStore:
 # ---------------------------------------------------------------------------------------------
 # balances, limits, activity (history and receipts)
 
-BALANCES_SQL = """SELECT owner, coalesce(sum(amount), 0)::bigint AS total FROM ledger_utxo
-                   WHERE owner = ANY($1::bytea[]) GROUP BY owner"""
 WALLET_TOTALS_SQL = "SELECT held, out_day, out_today FROM bank_wallet_totals WHERE wallet = $1"
-OPEN_FUNDING_SQL = """SELECT coalesce(sum(amount), 0)::bigint FROM bank_fundings
-                       WHERE wallet = $1 AND state IN ('debited', 'funded')"""
 INSERT_ACTIVITY_SQL = """INSERT INTO bank_activity (wallet, seq, tx_id, kind, delta, outgoing, counterparty,
                                                     reference, at)
                          SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[],
@@ -166,17 +162,9 @@ UNSPENT_TOTAL_SQL = "SELECT coalesce(sum(amount), 0)::bigint FROM ledger_utxo"
 ACTIVITY_FIELDS = ("wallet", "seq", "tx_id", "kind", "delta", "outgoing", "counterparty", "reference", "at")
 
 
-async def balances(db: Executor, owners: list[bytes]) -> dict[bytes, int]:
-    return {r["owner"]: r["total"] for r in await db.fetch(BALANCES_SQL, owners)}
-
-
 async def wallet_totals(db: Executor, key: bytes) -> asyncpg.Record:
     """The wallet's running totals: held, out_day, out_today (schema/004_wallet_totals.sql)."""
     return await db.fetchrow(WALLET_TOTALS_SQL, key)
-
-
-async def open_funding_total(db: Executor, wallet: bytes) -> int:
-    return await db.fetchval(OPEN_FUNDING_SQL, wallet)
 
 
 async def insert_activity(conn: asyncpg.Connection, rows: list[dict]) -> None:
@@ -201,17 +189,7 @@ async def unspent_total(db: Executor) -> int:
 
 FUNDING_COLUMNS = ("funding_id, wallet, account_id, amount, state, fund_tx, fund_tx_id, mint_tx_id, failure, "
                    "created_at, updated_at")
-INSERT_FUNDING_SQL = f"""INSERT INTO bank_fundings (funding_id, wallet, account_id, amount, state, created_at,
-                                                    updated_at)
-                         VALUES ($1, $2, $3, $4, 'debited', $5, $5) ON CONFLICT (funding_id) DO NOTHING
-                         RETURNING {FUNDING_COLUMNS}"""
 GET_FUNDING_SQL = f"SELECT {FUNDING_COLUMNS} FROM bank_fundings WHERE funding_id = $1"
-STORE_FUND_TX_SQL = f"""UPDATE bank_fundings SET fund_tx = $2, fund_tx_id = $3, updated_at = $4
-                        WHERE funding_id = $1 AND state = 'debited' AND fund_tx_id IS NOT DISTINCT FROM $5
-                        RETURNING {FUNDING_COLUMNS}"""
-FUNDING_STATE_SQL = f"""UPDATE bank_fundings SET state = $3, mint_tx_id = coalesce($4, mint_tx_id),
-                               failure = coalesce($5, failure), updated_at = $6
-                         WHERE funding_id = $1 AND state = $2 RETURNING {FUNDING_COLUMNS}"""
 FUNDING_FAILED_SQL = f"""UPDATE bank_fundings SET state = 'failed', failure = $2, updated_at = $3
                           WHERE funding_id = $1 AND state = 'debited' AND fund_tx_id IS NOT DISTINCT FROM $4
                           RETURNING {FUNDING_COLUMNS}"""
@@ -270,12 +248,6 @@ OPEN_DEFUNDS_SQL = f"""SELECT {DEFUND_COLUMNS} FROM bank_defunds WHERE state IN 
                        ORDER BY created_at LIMIT $1"""
 
 
-async def insert_funding(conn: asyncpg.Connection, funding_id: str, wallet: bytes, account_id: str, amount: int,
-                         now: int) -> asyncpg.Record | None:
-    """The new funding row, or None if the id exists (read it with get_funding)."""
-    return await conn.fetchrow(INSERT_FUNDING_SQL, funding_id, wallet, account_id, amount, now)
-
-
 async def get_fundings(db: Executor, funding_ids: list[str]) -> dict[str, asyncpg.Record]:
     return {r["funding_id"]: r for r in await db.fetch(GET_FUNDINGS_SQL, funding_ids)}
 
@@ -316,8 +288,8 @@ async def lock_unbuilt_fundings(conn: asyncpg.Connection, funding_id: str, limit
 
 
 async def store_group_fund_tx(conn: asyncpg.Connection, funding_ids: list[str], tx_json: bytes, tx_id: bytes,
-                              now: int) -> int:
-    return int((await conn.execute(STORE_GROUP_FUND_TX_SQL, funding_ids, tx_json, tx_id, now)).split()[-1])
+                              now: int) -> None:
+    await conn.execute(STORE_GROUP_FUND_TX_SQL, funding_ids, tx_json, tx_id, now)
 
 
 async def group_funded(db: Executor, fund_tx_id: bytes, now: int) -> None:
@@ -339,17 +311,6 @@ async def group_minted(conn: asyncpg.Connection, minted: list[tuple[str, bytes]]
 
 async def get_funding(db: Executor, funding_id: str) -> asyncpg.Record | None:
     return await db.fetchrow(GET_FUNDING_SQL, funding_id)
-
-
-async def store_fund_tx(db: Executor, funding_id: str, tx_json: bytes, tx_id: bytes, now: int,
-                        replaces: bytes | None) -> asyncpg.Record | None:
-    """Store the fund tx if the row still holds ``replaces`` (None: none yet); None if it moved on."""
-    return await db.fetchrow(STORE_FUND_TX_SQL, funding_id, tx_json, tx_id, now, replaces)
-
-
-async def set_funding_state(db: Executor, funding_id: str, old: str, new: str, now: int, *,
-                            mint_tx_id: bytes | None = None, failure: str | None = None) -> asyncpg.Record | None:
-    return await db.fetchrow(FUNDING_STATE_SQL, funding_id, old, new, mint_tx_id, failure, now)
 
 
 async def funding_failed(conn: asyncpg.Connection, funding_id: str, failure: str, now: int,
@@ -508,9 +469,6 @@ async def insert_inbounds(conn: asyncpg.Connection, rows: list[tuple], now: int)
 # reservations of room in a payee's holding limit (payee side of a cross-bank payment)
 
 RESERVATION_COLUMNS = "payment_id, payer_bank, payee_key, amount, room, created_at, expires_at"
-INSERT_RESERVATION_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                             ON CONFLICT (payment_id) DO NOTHING RETURNING {RESERVATION_COLUMNS}"""
-GET_RESERVATION_SQL = f"SELECT {RESERVATION_COLUMNS} FROM bank_reservations WHERE payment_id = $1"
 GET_RESERVATIONS_SQL = f"SELECT {RESERVATION_COLUMNS} FROM bank_reservations WHERE payment_id = ANY($1::text[])"
 # the reservations under these ids, and (as credited = true) the ids whose payment was credited
 KNOWN_RESERVATIONS_SQL = f"""SELECT {RESERVATION_COLUMNS}, false AS credited FROM bank_reservations
@@ -525,12 +483,6 @@ INSERT_RESERVATIONS_SQL = f"""INSERT INTO bank_reservations ({RESERVATION_COLUMN
 # expired reservations, a bounded chunk at a time (a credited payment's is released as it is credited)
 SWEEP_RESERVATIONS_SQL = """DELETE FROM bank_reservations WHERE payment_id IN (
                                 SELECT payment_id FROM bank_reservations WHERE expires_at < $1 LIMIT $2)"""
-
-
-async def insert_reservation(conn: asyncpg.Connection, payment_id: str, payer_bank: str, payee_key: bytes,
-                             amount: int, room: int, now: int, expires_at: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(INSERT_RESERVATION_SQL, payment_id, payer_bank, payee_key, amount, room, now,
-                               expires_at)
 
 
 async def get_reservations(db: Executor, payment_ids: list[str]) -> dict[str, asyncpg.Record]:
@@ -555,7 +507,3 @@ async def insert_reservations(conn: asyncpg.Connection, rows: list[tuple], now: 
 async def sweep_reservations(db: Executor, now: int, limit: int) -> int:
     """Delete up to ``limit`` expired reservations; how many."""
     return int((await db.execute(SWEEP_RESERVATIONS_SQL, now, limit)).split()[-1])
-
-
-async def get_reservation(db: Executor, payment_id: str) -> asyncpg.Record | None:
-    return await db.fetchrow(GET_RESERVATION_SQL, payment_id)

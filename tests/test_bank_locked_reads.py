@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from commercial_bank import store
-from tests.bank_harness import start_bank, stop_bank
+from tests.bank_harness import assert_system_consistent, start_bank, stop_bank
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ async def test_a_reader_that_waited_for_the_lock_sees_the_committed_totals(bank)
     finally:
         await bank.pool.execute("UPDATE bank_wallet_totals SET held = 0, out_day = 0, out_today = 0"
                                 " WHERE wallet = $1", key)
+    await assert_system_consistent(bank.cb, [bank])   # the totals are back to what the rows say
 
 
 async def test_a_batch_that_waited_for_the_lock_sees_the_reservations_made_meanwhile(bank):
@@ -83,3 +84,4 @@ async def test_a_batch_that_waited_for_the_lock_sees_the_reservations_made_meanw
         assert await _second_reader_after_first_commits(bank, key, reserve, locked) == 800
     finally:
         await bank.pool.execute("DELETE FROM bank_reservations WHERE payee_key = $1", key)
+    await assert_system_consistent(bank.cb, [bank])

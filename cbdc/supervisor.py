@@ -186,8 +186,8 @@ class Supervisor:
         system = state.System(os.getpid(), _redact(self.server_url), self.embedded is not None, [
             state.Service(c.name, c.kind, c.url, c.process.pid, c.database, c.url + "/metrics")
             for c in self.children if c.process is not None])
-        state.write_system(self.state_dir, system)
         write_prometheus_targets(self.state_dir, system)
+        state.write_system(self.state_dir, system)   # last: whoever sees system.json finds the rest in place
         return system
 
     async def watch(self, stop: asyncio.Event) -> int:

@@ -98,15 +98,22 @@ async def test_concurrent_fundings_share_db_transactions_and_tier1_txs_each_chec
     wallets = [await bank.wallet("full", deposit=5_000) for _ in range(24)]
     short = await bank.wallet("full", deposit=100)
     small = await bank.wallet("anonymous", deposit=20_000 * MAJOR)
+    twin = await bank.wallet("full", deposit=5_000)
     calls = [w.client.fund(f"group-{n}", 1_000 + n) for n, w in enumerate(wallets)]
-    calls += [short.client.fund("group-short", 101), small.client.fund("group-small", 10_001 * MAJOR),
-              wallets[0].client.fund("group-0", 7)]
-    answers = await asyncio.gather(*calls, return_exceptions=True)
-    assert [a["state"] for a in answers[:24]] == ["minted"] * 24, answers[:24]
-    assert [(a.status, a.code) for a in answers[24:]] == [
-        (409, "deposit_insufficient"), (409, "limit_holding"), (409, "funding_conflict")]
+    calls += [short.client.fund("group-short", 101), small.client.fund("group-small", 10_001 * MAJOR)]
+    # One id sent twice with two amounts: whichever arrives first mints, the other is a conflict.
+    calls += [twin.client.fund("group-twin", 500), twin.client.fund("group-twin", 7)]
+    answers = [(a.status, a.code) if isinstance(a, APIError) else a if isinstance(a, BaseException) else a["state"]
+               for a in await asyncio.gather(*calls, return_exceptions=True)]
+    assert answers[:24] == ["minted"] * 24, answers
+    assert answers[24:26] == [(409, "deposit_insufficient"), (409, "limit_holding")], answers
+    pair = answers[26:]
+    assert sorted(pair, key=str) == [(409, "funding_conflict"), "minted"], pair
+    winner = [amount for amount, a in zip((500, 7), pair) if a == "minted"]
     assert [await w.client.balance() for w in wallets] == [1_000 + n for n in range(24)]
-    assert (await cb_client.balances(bank.bank_id))["escrow"] == escrow_before + sum(1_000 + n for n in range(24))
+    assert await twin.client.balance() == winner[0]
+    assert (await cb_client.balances(bank.bank_id))["escrow"] == (
+        escrow_before + sum(1_000 + n for n in range(24)) + winner[0])
     ids = [f"group-{n}" for n in range(24)]
     txs = await bank.pool.fetchval("SELECT count(DISTINCT fund_tx_id) FROM bank_fundings WHERE funding_id = ANY($1)",
                                    ids)

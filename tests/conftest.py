@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 
 import pytest
@@ -27,6 +28,7 @@ def pg_server():
     server = db.start_embedded(state)
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 async def _fresh_database(pg_server: str, label: str) -> tuple[str, str]:

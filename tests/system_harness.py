@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -115,6 +116,7 @@ class System:
             self.kill(service.name)
         for name in self.databases.values():
             await db.drop_database(self.pg_server, name)
+        shutil.rmtree(self.log_dir, ignore_errors=True)   # the services' stderr, read by failing checks before this
 
     # -- processes ------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
 import sys
 
 import orjson
@@ -277,7 +278,6 @@ async def _admin(args: argparse.Namespace) -> int:
 async def _stopped_by_sigterm(work) -> int:
     """Run a command that starts its own system so that SIGTERM stops it like Ctrl-C: the command's
     task is cancelled and its cleanup (stopping the services and PostgreSQL it started) runs."""
-    import signal
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
     assert task is not None
     loop.add_signal_handler(signal.SIGTERM, task.cancel)

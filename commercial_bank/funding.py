@@ -191,9 +191,9 @@ class Flows:
         holdings cannot cover even this funding alone, it fails (the failed row is returned)."""
         async with self.pool.acquire() as conn, conn.transaction():
             group = await store.lock_unbuilt_fundings(conn, funding_id, FUNDING_GROUP_MAX)
-            mine = group[:1]
-            if not mine or mine[0]["funding_id"] != funding_id:
+            if not group or group[0]["funding_id"] != funding_id:
                 return None   # in another group already (or not debited any more): the caller re-reads
+            mine = group[0]   # halving keeps it first
             outputs = await self._outputs("holdings")
             while group:
                 built = self._build_tx("fund", outputs, sum(r["amount"] for r in group), self.escrow,
@@ -205,7 +205,7 @@ class Flows:
                                                     self.bank.now())
                     return None
                 group = group[:len(group) // 2]   # the holdings cover fewer: halve the group
-        return await self._fail_funding(mine[0], "bank_holdings_insufficient", None)
+        return await self._fail_funding(mine, "bank_holdings_insufficient", None)
 
     async def _fail_funding(self, row: asyncpg.Record, failure: str, dead_tx_id: bytes | None) -> asyncpg.Record:
         now = self.bank.now()

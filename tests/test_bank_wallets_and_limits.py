@@ -89,6 +89,13 @@ async def _coins(w):
     return coins_of(await w.client.unspent())
 
 
+def _outcome(answer):
+    """A funding's state, or its refusal as (status, code); any other exception as it is."""
+    if isinstance(answer, APIError):
+        return answer.status, answer.code
+    return answer if isinstance(answer, BaseException) else answer["state"]
+
+
 async def test_concurrent_fundings_share_db_transactions_and_tier1_txs_each_checked_alone(bank):
     """Fundings sent together are recorded in shared DB transactions and paid for at tier 1 by shared
     fund txs (fewer txs than fundings), while each is still refused on its own: a short deposit, a
@@ -103,8 +110,7 @@ async def test_concurrent_fundings_share_db_transactions_and_tier1_txs_each_chec
     calls += [short.client.fund("group-short", 101), small.client.fund("group-small", 10_001 * MAJOR)]
     # One id sent twice with two amounts: whichever arrives first mints, the other is a conflict.
     calls += [twin.client.fund("group-twin", 500), twin.client.fund("group-twin", 7)]
-    answers = [(a.status, a.code) if isinstance(a, APIError) else a if isinstance(a, BaseException) else a["state"]
-               for a in await asyncio.gather(*calls, return_exceptions=True)]
+    answers = [_outcome(a) for a in await asyncio.gather(*calls, return_exceptions=True)]
     assert answers[:24] == ["minted"] * 24, answers
     assert answers[24:26] == [(409, "deposit_insufficient"), (409, "limit_holding")], answers
     pair = answers[26:]

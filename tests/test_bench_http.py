@@ -5,8 +5,10 @@ benchmark results (docs/BENCHMARKS.md), not timed tests."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -41,8 +43,6 @@ def test_bench_scenario_smoke(pg_server, tmp_path, scenario, extra):
 def test_a_terminated_bench_stops_the_system_it_started(pg_server, tmp_path):
     """SIGTERM (a CI timeout, `kill`) stops a bench like Ctrl-C does: its services are stopped, none
     is left running."""
-    import signal
-    import time
     state_dir = tmp_path / "state"
     env = {**os.environ, "CBDC_DATABASE_URL": pg_server}
     bench = subprocess.Popen([sys.executable, "-m", "cbdc.cli", "bench", "onus", "--duration", "60", "--workers", "1",

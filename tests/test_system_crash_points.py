@@ -6,6 +6,7 @@ databases (shared/system_audit.py). Every fail point is a case of the default ru
 all: one shared system per module, only the crashed service restarts)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -73,7 +74,6 @@ async def test_funding_converges_after_a_crash(system, point):
 async def test_a_group_of_fundings_converges_after_a_crash(system, point):
     """Fundings sent together share one fund tx: a crash in the middle of the group's step leaves
     every one of them to the recovery loop, which takes them all to minted, each once."""
-    import asyncio
     wallets = [await system.wallet("bank-a", deposit=2_000) for _ in range(5)]
     await system.restart("bank-a", (point,))
     wallets = [_reconnect(system, w) for w in wallets]

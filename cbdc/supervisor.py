@@ -262,15 +262,32 @@ def _redact(url: str) -> str:
     return url
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_SERVICE_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 if unknown)."""
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1 (bounded tries)."""
+    """A base port with ``count`` consecutive free ports on 127.0.0.1 (bounded tries).
+
+    The ports come from below the kernel's ephemeral range: a port there is taken only by an
+    explicit bind, never by the local end of some outgoing connection (a database client, an HTTP
+    keep-alive) that opens between this check and the service's own bind.
+    """
+    import random
     import socket
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + count >= 65535:
-            continue
+    high = _ephemeral_low() - count
+    if high <= LOWEST_SERVICE_PORT:
+        raise StartError("no room for service ports below the ephemeral port range")
+    for _ in range(200):
+        base = random.randrange(LOWEST_SERVICE_PORT, high)
         try:
             for port in range(base, base + count):
                 with socket.socket() as sock:

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from cbdc.supervisor import free_port_block
 from central_bank.client import CentralBankClient
 from commercial_bank.client import BankClient
 from shared import db
@@ -37,12 +37,6 @@ READY_TIMEOUT_SECONDS = 30.0
 EXIT_TIMEOUT_SECONDS = 20.0
 CONVERGE_TIMEOUT_SECONDS = 30.0
 HOLDINGS = 4_000_000   # per bank; the harness central bank caps supply at 10,000,000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -104,7 +98,7 @@ class System:
             await self.start_service(bank_id)
 
     def _add(self, name: str, module: str, env: dict[str, str], port_variable: str) -> Service:
-        port = free_port()
+        port = free_port_block(1)
         service = Service(name, module, {**env, port_variable: str(port)}, port, self.log_dir)
         self.services[name] = service
         return service

@@ -2,31 +2,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from cbdc.supervisor import free_port_block  # noqa: F401  (re-exported: the one port picker)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1 (bounded tries)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports")
 
 
 def cbdc(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

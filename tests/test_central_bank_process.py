@@ -6,7 +6,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cbdc.supervisor import free_port_block
 from central_bank.settings import load
 from shared import db
 from shared.errors import ConfigError
@@ -22,12 +22,6 @@ from tests.cb_harness import OPERATORS, CentralBankClient, environment
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SECONDS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _wait_ready(url: str, process: subprocess.Popen) -> None:
@@ -50,7 +44,7 @@ async def _wait_ready(url: str, process: subprocess.Popen) -> None:
 
 async def test_the_service_process_starts_serves_and_stops(pg_server):
     name = f"t_cb_process_{secrets.token_hex(4)}"
-    port = _free_port()
+    port = free_port_block(1)
     env = {**os.environ, **environment(pg_server, name), "CBDC_CB_PORT": str(port), "CBDC_CB_LOG_LEVEL": "WARNING"}
     process = subprocess.Popen([sys.executable, "-m", "central_bank"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

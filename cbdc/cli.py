@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="unspent outputs in the (each bank's) ledger before measuring "
                        "(default 1,000,000 for ledger, 100,000 per bank otherwise)")
     bench.add_argument("--transactions", type=_positive_int, default=None, metavar="N",
-                       help="pre-signed transfers (ledger: per phase, default 60,000; onus 40,000, onus-batch "
-                       "80,000, crossbank 20,000, mixed 40,000)")
+                       help="pre-signed transfers (ledger: per phase, default 60,000; onus 60,000, onus-batch "
+                       "150,000, crossbank 20,000, mixed 40,000; a run that uses them all before --duration "
+                       "ends says so)")
     bench.add_argument("--rate", type=float, default=None, metavar="R",
                        help="open loop: R transfers/s on a fixed timetable (default: closed loop)")
     bench.add_argument("--sweep", type=_sweep, default=None, metavar="R1,R2,...|auto",
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--duration s per offered rate; 'auto' first runs a closed-loop probe (at most 5 s, "
                        "--concurrency in flight) and offers 20,40,60,80,100,120 %% of its rate. The report "
                        "(and the JSON's \"sweep\" list) gives per rate: achieved/s, p50, p95, p99, max, errors. "
-                       "--transactions then counts all phases (default: what the rates need; 3x the "
+                       "--transactions then counts all phases (default: what the rates need; 2x the "
                        "scenario's default for auto; too few shortens every phase alike)")
     bench.add_argument("--plot", default=None, metavar="FILE.png",
                        help="with --sweep: write a PNG (matplotlib) of achieved throughput and p50/p99 latency "

@@ -90,17 +90,38 @@ class HTTPBenchConfig:
     def presigned(self) -> int:
         if self.transfers:
             return self.transfers
-        default = {"onus": 40_000, "onus-batch": 80_000, "crossbank": 20_000, "mixed": 40_000}[self.scenario]
+        default = {"onus": 60_000, "onus-batch": 150_000, "crossbank": 20_000, "mixed": 40_000}[self.scenario]
         if self.sweep == "auto":
-            return 3 * default
+            return 2 * default
         if self.sweep:
             return sweep_transfers(self.sweep, self.duration_seconds, self.per_request())
         return default
 
 
+def duration_note(all_sent: bool, presigned: int, seconds: float, duration: float) -> str | None:
+    """Why a run was shorter than asked, if it was: the pre-signed transfers ran out first."""
+    if not all_sent or seconds >= 0.95 * duration:
+        return None
+    return (f"all {presigned:,} pre-signed transfers were used in {seconds:.2f} s, before --duration {duration:g} s "
+            f"ended: raise --transactions for a full-length run")
+
+
 def phase_requests(rate: float, duration: float, per_request: int) -> int:
     """Requests one open-loop phase sends (as _open_loop schedules them)."""
     return int(duration / (per_request / rate)) + 1
+
+
+def fit_phases(rates, duration: float, per_request: int, requests_left: int) -> float:
+    """The phase length (``duration`` or shorter, the same for every phase) whose open-loop phases at
+    ``rates`` send at most ``requests_left`` requests in all. Each phase rounds its count up by at
+    most one request (phase_requests), hence the room of one per phase."""
+    if sum(phase_requests(r, duration, per_request) for r in rates) <= requests_left:
+        return duration
+    room = requests_left - len(rates)
+    if room <= 0:
+        raise RuntimeError(f"{requests_left} pre-signed requests are too few for {len(rates)} phases "
+                           f"(raise --transactions)")
+    return min(duration, room * per_request / sum(rates))
 
 
 def sweep_transfers(rates, duration: float, per_request: int) -> int:
@@ -338,12 +359,13 @@ async def _sweep(config: HTTPBenchConfig, system: state.System, jobs: list[Job],
         await asyncio.sleep(SWEEP_PAUSE_SECONDS)
     else:
         rates = [float(r) for r in config.sweep]
-    left = sum(j.transfers for j in jobs[cursor:])
-    needed = sweep_transfers(rates, duration, per_request)
-    if needed > left:
-        duration = max(0.1, duration * left / needed)
-        out["sweep_note"] = (f"every phase shortened to {duration:.2f} s: {left:,} pre-signed transfers were left "
+    fitted = fit_phases(rates, duration, per_request, len(jobs) - cursor)
+    if fitted < duration:
+        left = sum(j.transfers for j in jobs[cursor:])
+        needed = sweep_transfers(rates, duration, per_request)
+        out["sweep_note"] = (f"every phase shortened to {fitted:.2f} s: {left:,} pre-signed transfers were left "
                              f"for phases needing {needed:,} (raise --transactions)")
+        duration = fitted
     rows, tallies = [], []
     for n, rate in enumerate(rates):
         if n:
@@ -471,6 +493,10 @@ async def run_http_bench(config: HTTPBenchConfig) -> dict:
             "cpu_seconds": watch.cpu_seconds(),
             "peak_rss_mb": {g: round(v / 2**20) for g, v in watch.peak_rss.items()},
         })
+        note = None if config.sweep else duration_note(tally.requests == len(jobs), len(wires), seconds,
+                                                       config.duration_seconds)
+        if note:
+            report["duration_note"] = note
         if config.ceilings:
             ceilings = await measure_ceilings(server, executor, show, config.ceiling_outputs)
             report.update(ceilings)

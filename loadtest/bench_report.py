@@ -39,6 +39,8 @@ def print_report(r: dict, out=sys.stdout) -> None:
         write_sweep_table(r, out)
         w(f"  best phase (offered {r['sweep_best_offered']:g}/s):")
     w(f"  {r['transfers']:,} transfers in {r['seconds']} s: {r['transfers_per_second']:,} transfers/s")
+    if r.get("duration_note"):
+        w(f"  note: {r['duration_note']}")
     w(f"  latency ms ({r['latency_note']}): p50 {r['latency_ms_p50']}, p95 {r['latency_ms_p95']}, "
       f"p99 {r['latency_ms_p99']}, max {r['latency_ms_max']}")
     w(f"  errors: {r['errors'] or 'none'}")

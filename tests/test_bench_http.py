@@ -13,6 +13,8 @@ import time
 import orjson
 import pytest
 
+from loadtest.bench_http import duration_note
+
 KEYS = {"scenario", "transfers_per_second", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max",
         "errors", "ceiling_per_second", "ratio_to_ceiling", "cpu_seconds", "peak_rss_mb", "audit", "setup"}
 RUN_TIMEOUT_SECONDS = 120
@@ -38,6 +40,22 @@ def test_bench_scenario_smoke(pg_server, tmp_path, scenario, extra):
     assert report["transfers"] > 0 and report["transfers_per_second"] > 0
     assert report["ceiling_per_second"] > 0 and report["ratio_to_ceiling"] > 0
     assert {"bench (load generator)", "bank-a", "bank-b", "central-bank"} <= set(report["cpu_seconds"])
+    if scenario == "onus":     # 200 transfers run out long before the second is over: the report says so
+        assert "all 200 pre-signed transfers were used" in report["duration_note"], report
+        human = "\n".join(done.stdout.decode().strip().splitlines()[:-1])
+        assert "note: all 200 pre-signed transfers were used" in human, human
+    if scenario == "crossbank":   # open loop at 100/s for 1 s sends 101 of its 200: a full-length run
+        assert "duration_note" not in report, report
+
+
+@pytest.mark.parametrize("all_sent, seconds, expected", [
+    (True, 0.4, "all 1,000 pre-signed transfers were used in 0.40 s, before --duration 10 s ended"),
+    (True, 9.6, None),      # within 5 % of the duration: a full-length run
+    (False, 0.4, None),     # stopped by its clock or by an error, not by running out
+])
+def test_duration_note_says_when_the_transfers_ran_out_first(all_sent, seconds, expected):
+    note = duration_note(all_sent, 1000, seconds, 10.0)
+    assert note == expected if expected is None else note.startswith(expected)
 
 
 def test_a_terminated_bench_stops_the_system_it_started(pg_server, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from loadtest.bench_http import fit_phases, phase_requests
 from loadtest.plot import plot_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,24 @@ SMALL = ["--workers", "1", "--wallets", "4", "--seed-outputs", "500"]
 def _png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", data[:16]
     return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.parametrize("rates, duration, per_request, left", [
+    ([690, 1380, 2070, 2760, 3450, 4141], 1.0, 1, 1000),   # a fast probe, few transfers left (a CI failure)
+    ([20, 40, 60, 80, 100, 120], 5.0, 100, 7),
+    ([1, 1, 1], 0.5, 1, 4),
+    ([3.3, 7.7, 1e4], 2.0, 7, 57),
+])
+def test_shortened_phases_never_need_more_than_is_left(rates, duration, per_request, left):
+    fitted = fit_phases(rates, duration, per_request, left)
+    assert 0 < fitted <= duration
+    assert sum(phase_requests(r, fitted, per_request) for r in rates) <= left
+
+
+def test_phases_that_fit_keep_their_length_and_too_few_requests_are_refused():
+    assert fit_phases([10, 20], 1.0, 1, 1000) == 1.0
+    with pytest.raises(RuntimeError, match="too few for 3 phases"):
+        fit_phases([100, 200, 300], 1.0, 1, 3)
 
 
 def test_plot_sweep_writes_a_png(tmp_path):

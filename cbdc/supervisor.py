@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -281,8 +283,6 @@ def free_port_block(count: int) -> int:
     explicit bind, never by the local end of some outgoing connection (a database client, an HTTP
     keep-alive) that opens between this check and the service's own bind.
     """
-    import random
-    import socket
     high = _ephemeral_low() - count
     if high <= LOWEST_SERVICE_PORT:
         raise StartError("no room for service ports below the ephemeral port range")

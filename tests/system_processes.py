@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from cbdc.supervisor import free_port_block  # noqa: F401  (re-exported: the one port picker)
+from cbdc.supervisor import free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
+from cbdc.supervisor import free_port_block
 from shared import db
 from shared.crypto import PrivateKey
-from tests.system_processes import ROOT, cbdc, free_port_block, pid_alive, wait_until
+from tests.system_processes import ROOT, cbdc, pid_alive, wait_until
 
 
 @pytest.fixture

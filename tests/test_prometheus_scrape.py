@@ -15,8 +15,9 @@ import aiohttp
 import asyncpg
 import orjson
 
+from cbdc.supervisor import free_port_block
 from loadtest import prepare
-from tests.system_processes import ROOT, RunningSystem, free_port_block, wait_until
+from tests.system_processes import ROOT, RunningSystem, wait_until
 from tests.test_grafana_dashboard import as_query, dashboard_expressions
 
 BANKS = ("bank-a", "bank-b")

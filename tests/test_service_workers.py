@@ -13,9 +13,10 @@ import sys
 import aiohttp
 import psutil
 
+from cbdc.supervisor import free_port_block
 from shared import db
 from tests.cb_harness import OPERATORS, CentralBankClient, environment
-from tests.system_processes import ROOT, free_port_block, wait_until
+from tests.system_processes import ROOT, wait_until
 from tests.test_central_bank_process import _wait_ready
 
 WORKERS = 2
